@@ -1,0 +1,45 @@
+"""Writing files so that a failure never leaves half a file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def check_writable(path: str | Path) -> Path:
+    """Returns `path` as a `Path`; raises `OSError` if its folder is missing or read-only.
+
+    Called before any work starts, so a bad output path fails in a second, not after training.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OSError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OSError(f"cannot write {path}: folder {folder} is not writable")
+    if path.is_dir():
+        raise OSError(f"cannot write {path}: it is a folder")
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Writes `text` to a temporary file beside `path`, then renames it into place."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, value) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")

@@ -1,0 +1,309 @@
+"""The `jaxlinear` command line: argument parsing and printing only.
+
+Every command calls tested library functions. Errors the user can fix are printed as one
+line on stderr with exit code 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+
+from jaxlinear import __version__
+from jaxlinear._data import BUILTIN_DATASETS, DataError
+from jaxlinear._registry import LIBRARY_NAMES
+from jaxlinear._training import OPTIMIZERS, SCHEDULES, STEP_MODES, TrainConfig, TrainingDiverged
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's default prints the whole usage block
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jaxlinear",
+        description="One linear model in flax.linen, flax.nnx, equinox and penzai: trained with "
+        "optax, compared with each other and with the exact least-squares solution.",
+    )
+    parser.add_argument("--version", action="version", version=f"jaxlinear {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = _Parser(add_help=False)
+    data = common.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        default="diabetes",
+        metavar="{" + ",".join(BUILTIN_DATASETS) + ",PATH.csv}",
+        help="built-in data set or a CSV file with a header row (default: diabetes)",
+    )
+    data.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="target column of a CSV file; repeat for several targets. "
+        "All other columns are features and must be numeric.",
+    )
+    data.add_argument(
+        "--test-fraction", type=float, default=0.2, help="share of rows held out (default: 0.2)"
+    )
+    data.add_argument("--samples", type=int, default=1000, help="synthetic: rows (default: 1000)")
+    data.add_argument("--in-features", type=int, default=8, help="synthetic: inputs (default: 8)")
+    data.add_argument("--out-features", type=int, default=1, help="synthetic: outputs (default: 1)")
+    data.add_argument(
+        "--noise",
+        type=float,
+        default=0.1,
+        help="synthetic: noise standard deviation (default: 0.1)",
+    )
+    defaults = TrainConfig()
+    training = common.add_argument_group("training")
+    training.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)"
+    )
+    training.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="examples per step (default: the whole training set)",
+    )
+    training.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.learning_rate,
+        help="learning rate (default: %(default)s)",
+    )
+    training.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="(default: %(default)s)"
+    )
+    training.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=defaults.schedule,
+        help="learning-rate schedule (default: %(default)s, decaying to 0 over the run)",
+    )
+    training.add_argument(
+        "--l2", type=float, default=0.0, help="ridge penalty on the weights (default: 0)"
+    )
+    training.add_argument(
+        "--seed", type=int, default=0, help="seeds split, batches and initial weights (default: 0)"
+    )
+    training.add_argument(
+        "--step-mode",
+        choices=STEP_MODES,
+        default=defaults.step_mode,
+        help="fused: each epoch is one compiled lax.scan; idiomatic: the library's textbook "
+        "jitted step, called once per batch (default: %(default)s)",
+    )
+    output = common.add_argument_group("output")
+    output.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    compare = commands.add_parser(
+        "compare",
+        parents=[common],
+        help="train every library from the same start and compare them with the exact solution",
+        description="Trains the chosen libraries from the SAME initial weights on the SAME "
+        "batches and prints, for each, train/test MSE, test R², the largest weight error "
+        "against the closed-form solution, compile time and time per step.",
+    )
+    compare.add_argument(
+        "--libraries",
+        default=",".join(LIBRARY_NAMES),
+        metavar="NAMES",
+        help=f"comma-separated subset of {','.join(LIBRARY_NAMES)} (default: all)",
+    )
+    compare.set_defaults(handler=_run_compare)
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train one library and print its figures",
+        description="Trains one library and prints the same figures as compare.",
+    )
+    train.add_argument("--library", required=True, metavar="NAME", help="/".join(LIBRARY_NAMES))
+    train.set_defaults(handler=_run_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UserError, DataError, TrainingDiverged, OSError) as error:
+        print(f"jaxlinear: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("jaxlinear: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    libraries = [name.strip() for name in args.libraries.split(",") if name.strip()]
+    return _train_and_report(args, libraries)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    return _train_and_report(args, [args.library])
+
+
+def _train_and_report(args: argparse.Namespace, libraries: list[str]) -> int:
+    from jaxlinear._io import check_writable, write_json_atomic
+
+    config = _config_from(args)
+    _check_libraries(libraries)
+    json_path = check_writable(args.json) if args.json else None
+    dataset = _load(args)
+
+    from jaxlinear._compare import compare
+
+    with _ProgressBar(libraries, config.epochs, quiet=args.quiet) as on_epoch:
+        comparison = compare(dataset, config, libraries, on_epoch=on_epoch)
+    _print_table(comparison)
+    if json_path is not None:
+        write_json_atomic(json_path, comparison.to_json())
+    return 0
+
+
+def _config_from(args: argparse.Namespace) -> TrainConfig:
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        l2=args.l2,
+        seed=args.seed,
+        step_mode=args.step_mode,
+    )
+    try:
+        config.validate()
+    except ValueError as error:
+        raise UserError(error) from None
+    return config
+
+
+def _check_libraries(libraries: list[str]) -> None:
+    if not libraries:
+        raise UserError(f"--libraries is empty: name some of {','.join(LIBRARY_NAMES)}")
+    unknown = [name for name in libraries if name not in LIBRARY_NAMES]
+    if unknown:
+        raise UserError(
+            f"unknown library {', '.join(map(repr, unknown))}: "
+            f"use one of {', '.join(LIBRARY_NAMES)}"
+        )
+
+
+def _load(args: argparse.Namespace):
+    from jaxlinear._data import load_dataset
+
+    if not 0 < args.test_fraction < 1:
+        raise UserError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
+    return load_dataset(
+        args.data,
+        targets=tuple(args.target),
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        n_samples=args.samples,
+        in_features=args.in_features,
+        out_features=args.out_features,
+        noise=args.noise,
+    )
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, one row per library; a no-op with `--quiet`."""
+
+    def __init__(self, libraries: list[str], epochs: int, *, quiet: bool):
+        self.libraries, self.epochs, self.quiet = libraries, epochs, quiet
+
+    def __enter__(self):
+        if self.quiet:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description:>8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs  loss {task.fields[loss]}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.tasks = {
+            name: self.bar.add_task(name, total=self.epochs, loss="-") for name in self.libraries
+        }
+        self.bar.__enter__()
+
+        def on_epoch(library: str, epochs_done: int, loss: float) -> None:
+            self.bar.update(self.tasks[library], completed=epochs_done, loss=f"{loss:.6g}")
+
+        return on_epoch
+
+    def __exit__(self, *exc_info):
+        if not self.quiet:
+            self.bar.__exit__(*exc_info)
+        return False
+
+
+def _print_table(comparison) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    dataset = comparison.dataset.summary()
+    table = Table(
+        title=f"{dataset['name']}: {dataset['n_train']} train / {dataset['n_test']} test rows, "
+        f"{dataset['in_features']} -> {dataset['out_features']}"
+    )
+    for column in (
+        "library",
+        "train MSE",
+        "test MSE",
+        "test R²",
+        "max |W - W*|",
+        "compile s",
+        "ms/step",
+    ):
+        table.add_column(column, justify="left" if column == "library" else "right")
+    exact = comparison.exact
+    table.add_row(
+        "exact",
+        _fmt(exact["train_mse"]),
+        _fmt(exact["test_mse"]),
+        _fmt(exact["test_r2"], 6),
+        "0",
+        "-",
+        "-",
+        style="bold",
+    )
+    for name, run in comparison.runs.items():
+        m = run.metrics
+        table.add_row(
+            name,
+            _fmt(m["train_mse"]),
+            _fmt(m["test_mse"]),
+            _fmt(m["test_r2"], 6),
+            f"{m['max_abs_weight_error']:.2e}",
+            f"{m['compile_seconds']:.2f}",
+            _fmt(m["ms_per_step"], 3),
+        )
+    Console(width=120).print(table)
+
+
+def _fmt(value: float, digits: int = 6) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
