@@ -1,0 +1,21 @@
+"""Examples in the docs run as written."""
+
+import doctest
+import re
+from pathlib import Path
+
+import jaxlinear
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_package_docstring_examples():
+    failures, tried = doctest.testmod(jaxlinear, optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failures == 0
+
+
+def test_readme_python_blocks_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {})
