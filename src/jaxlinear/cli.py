@@ -17,6 +17,8 @@ from jaxlinear._registry import LIBRARY_NAMES
 from jaxlinear._training import OPTIMIZERS, SCHEDULES, STEP_MODES, TrainConfig, TrainingDiverged
 
 EXIT_USAGE = 2
+DEFAULT_REPORT = "jaxlinear-report.html"
+DEFAULT_SHOW = "jaxlinear-model.html"
 
 
 class UserError(Exception):
@@ -106,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output = common.add_argument_group("output")
     output.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    output.add_argument(
+        "--report",
+        nargs="?",
+        const=DEFAULT_REPORT,
+        metavar="PATH.html",
+        help="also write a self-contained HTML report: every model before and after training "
+        f"rendered by treescope, loss curves, predictions (default file: {DEFAULT_REPORT})",
+    )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
 
     compare = commands.add_parser(
@@ -131,7 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains one library and prints the same figures as compare.",
     )
     train.add_argument("--library", required=True, metavar="NAME", help="/".join(LIBRARY_NAMES))
+    train.add_argument(
+        "--save",
+        metavar="DIR",
+        help="save the trained model to DIR/model.safetensors (canonical W, b and the library "
+        "name), which `jaxlinear show --load DIR` opens in any library",
+    )
     train.set_defaults(handler=_run_train)
+
+    show = commands.add_parser(
+        "show",
+        help="render a model with treescope to an HTML page",
+        description="Renders a model with treescope: a freshly initialised model of --library, "
+        "or one saved by `jaxlinear train --save DIR` (--load DIR), opened in --library "
+        "(default: the library that trained it).",
+    )
+    show.add_argument("--library", metavar="NAME", help="/".join(LIBRARY_NAMES))
+    show.add_argument("--load", metavar="DIR", help="folder written by `jaxlinear train --save`")
+    show.add_argument("--in-features", type=int, default=3, help="new model: inputs (default: 3)")
+    show.add_argument("--out-features", type=int, default=1, help="new model: outputs (default: 1)")
+    show.add_argument("--seed", type=int, default=0, help="new model: initialisation seed")
+    show.add_argument(
+        "--output", default=DEFAULT_SHOW, metavar="PATH.html", help=f"(default: {DEFAULT_SHOW})"
+    )
+    show.set_defaults(handler=_run_show)
     return parser
 
 
@@ -158,11 +191,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _train_and_report(args: argparse.Namespace, libraries: list[str]) -> int:
-    from jaxlinear._io import check_writable, write_json_atomic
+    from jaxlinear._io import check_writable, write_json_atomic, write_text_atomic
 
     config = _config_from(args)
     _check_libraries(libraries)
+    # Output paths are checked before any work, so a typo costs a second, not a training run.
     json_path = check_writable(args.json) if args.json else None
+    report_path = check_writable(args.report) if args.report else None
+    save_dir = _check_save_dir(args.save) if getattr(args, "save", None) else None
     dataset = _load(args)
 
     from jaxlinear._compare import compare
@@ -172,6 +208,91 @@ def _train_and_report(args: argparse.Namespace, libraries: list[str]) -> int:
     _print_table(comparison)
     if json_path is not None:
         write_json_atomic(json_path, comparison.to_json())
+    if report_path is not None:
+        from jaxlinear._report import comparison_report
+
+        command = ["jaxlinear", *sys.argv[1:]] if sys.argv[1:] else None
+        write_text_atomic(report_path, comparison_report(comparison, command=command))
+        print(f"report written to {report_path}", file=sys.stderr)
+    if save_dir is not None:
+        path = _save(save_dir, comparison, libraries[0])
+        print(f"model saved to {path}", file=sys.stderr)
+    return 0
+
+
+def _check_save_dir(folder: str):
+    from pathlib import Path
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--save {folder}: exists and is not a folder")
+    if not folder.resolve().parent.is_dir():
+        raise UserError(f"--save {folder}: its parent folder does not exist")
+    return folder
+
+
+def _save(folder, comparison, library: str):
+    from jaxlinear._saved import SavedModel, save
+
+    dataset = comparison.dataset
+    return save(
+        folder,
+        SavedModel(
+            library=library,
+            weights=comparison.runs[library].weights,
+            x_mean=dataset.x_scaler.mean_,
+            x_scale=dataset.x_scaler.scale_,
+            y_mean=dataset.y_scaler.mean_,
+            y_scale=dataset.y_scaler.scale_,
+            dataset=dataset.name,
+        ),
+    )
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    from jaxlinear._io import check_writable, write_text_atomic
+
+    output = check_writable(args.output)
+    if args.library is not None:
+        _check_libraries([args.library])
+    if args.load:
+        from jaxlinear._saved import SavedModelError, load
+
+        try:
+            saved = load(args.load)
+        except SavedModelError as error:
+            raise UserError(error) from None
+        library = args.library or saved.library
+        description = (
+            f"Trained in {saved.library} on {saved.dataset or 'unknown data'} "
+            f"(saved in {args.load}), opened in {library}: "
+            f"W [{saved.weights.in_features}, {saved.weights.out_features}] on the "
+            "standardised scale."
+        )
+        from jaxlinear._registry import get_library
+
+        model = get_library(library).from_canonical(saved.weights)
+    else:
+        if args.library is None:
+            raise UserError("name a library with --library NAME, or a saved model with --load DIR")
+        if args.in_features < 1 or args.out_features < 1:
+            raise UserError("--in-features and --out-features must be at least 1")
+        import jax
+
+        from jaxlinear._registry import get_library
+
+        library = args.library
+        model = get_library(library).create(
+            args.in_features, args.out_features, key=jax.random.key(args.seed)
+        )
+        description = (
+            f"A freshly initialised {library} model, {args.in_features} -> {args.out_features}, "
+            f"with the library's default initialisers (seed {args.seed})."
+        )
+    from jaxlinear._report import model_page
+
+    write_text_atomic(output, model_page(library, model, description=description))
+    print(f"page written to {output}", file=sys.stderr)
     return 0
 
 
