@@ -68,8 +68,24 @@ class Comparison:
                 "settings": dataclasses.asdict(self.config),
                 "exact": self.exact,
                 "libraries": {name: run.metrics for name, run in self.runs.items()},
+                "weights_original_scale": self.weights_original_scale(),
             }
         )
+
+    def weights_original_scale(self) -> dict:
+        """`W: [in, out]` and `b: [out]` as lists, on the data's original scale, per library and
+        for the exact solution, with the feature and target names."""
+
+        def as_lists(weights: LinearWeights) -> dict:
+            original = self.dataset.weights_to_original(weights)
+            return {"W": original.weight.tolist(), "b": original.bias.tolist()}
+
+        return {
+            "feature_names": list(self.dataset.feature_names),
+            "target_names": list(self.dataset.target_names),
+            "exact": as_lists(self.exact_weights),
+            **{name: as_lists(run.weights) for name, run in self.runs.items()},
+        }
 
 
 def evaluate(weights: LinearWeights, dataset: Dataset) -> dict[str, float]:

@@ -210,17 +210,19 @@ def prediction_figure(comparison: Comparison):
     outputs = min(dataset.out_features, 4)
     figure = Figure(figsize=(4.2 * outputs, 4))
     axes = np.atleast_1d(figure.subplots(1, outputs))
-    markers = ["o", "s", "^", "x"]
+    markers = ["o", "s", "^", "D"]
     for k, ax in enumerate(axes):
-        for (name, run), marker in zip(comparison.runs.items(), markers * 2, strict=False):
+        for i, (name, run) in enumerate(comparison.runs.items()):
+            # Hollow markers of different shapes: the libraries' points coincide, so each
+            # must stay visible on top of the others.
             ax.scatter(
                 truth[:, k],
                 run.test_predictions[:, k],
-                marker=marker,
-                s=18,
-                alpha=0.6,
+                marker=markers[i % len(markers)],
+                s=28,
+                facecolors="none",
+                edgecolors=f"C{i}",
                 label=TITLES[name],
-                facecolors="none" if marker != "x" else None,
             )
         ax.scatter(truth[:, k], exact[:, k], marker=".", color="black", s=8, label="exact")
         low, high = float(truth[:, k].min()), float(truth[:, k].max())

@@ -187,10 +187,12 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    return _train_and_report(args, [args.library])
+    return _train_and_report(args, [args.library], show_weights=True)
 
 
-def _train_and_report(args: argparse.Namespace, libraries: list[str]) -> int:
+def _train_and_report(
+    args: argparse.Namespace, libraries: list[str], *, show_weights: bool = False
+) -> int:
     from jaxlinear._io import check_writable, write_json_atomic, write_text_atomic
 
     config = _config_from(args)
@@ -206,6 +208,8 @@ def _train_and_report(args: argparse.Namespace, libraries: list[str]) -> int:
     with _ProgressBar(libraries, config.epochs, quiet=args.quiet) as on_epoch:
         comparison = compare(dataset, config, libraries, on_epoch=on_epoch)
     _print_table(comparison)
+    if show_weights:
+        _print_weights(comparison)
     if json_path is not None:
         write_json_atomic(json_path, comparison.to_json())
     if report_path is not None:
@@ -419,6 +423,26 @@ def _print_table(comparison) -> None:
             f"{m['compile_seconds']:.2f}",
             _fmt(m["ms_per_step"], 3),
         )
+    Console(width=120).print(table)
+
+
+def _print_weights(comparison) -> None:
+    """Trained and exact weights on the original scale of the data, one row per feature."""
+    from rich.console import Console
+    from rich.table import Table
+
+    weights = comparison.weights_original_scale()
+    (library,) = comparison.runs
+    table = Table(title=f"{library} weights on the original scale (exact in brackets)")
+    table.add_column("feature")
+    for target in weights["target_names"]:
+        table.add_column(target, justify="right")
+    trained, exact = weights[library], weights["exact"]
+    rows = [*zip(weights["feature_names"], trained["W"], exact["W"], strict=True)]
+    rows.append(("(bias)", trained["b"], exact["b"]))
+    for feature, values, exact_values in rows:
+        cells = [f"{v:.6g} [{e:.6g}]" for v, e in zip(values, exact_values, strict=True)]
+        table.add_row(feature, *cells)
     Console(width=120).print(table)
 
 
