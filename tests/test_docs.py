@@ -19,3 +19,9 @@ def test_readme_python_blocks_run():
     assert blocks
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
+
+
+def test_readme_idiom_table_matches_the_report():
+    from jaxlinear._report import idiom_table_markdown
+
+    assert idiom_table_markdown() in README.read_text()

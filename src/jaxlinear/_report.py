@@ -88,6 +88,15 @@ IDIOMS: tuple[tuple[str, dict[str, str]], ...] = (
         },
     ),
     (
+        "fused epoch (`lax.scan`)",
+        {
+            "linen": "scan over the `TrainState`",
+            "nnx": "`nnx.split` once, `nnx.merge` inside the scan",
+            "equinox": "`eqx.partition` once, `eqx.combine` inside",
+            "penzai": "scan over the unbound parameter values, `pz.bind_variables` inside",
+        },
+    ),
+    (
         "how it is saved",
         {
             "linen": "the params pytree (e.g. `flax.serialization.to_bytes` or orbax)",
@@ -154,6 +163,19 @@ def idiom_table_html(libraries: Sequence[str] = LIBRARY_NAMES) -> str:
         for aspect, how in IDIOMS
     )
     return f'<table class="grid"><tr><th></th>{head}</tr>{rows}</table>'
+
+
+def idiom_table_markdown(libraries: Sequence[str] = LIBRARY_NAMES) -> str:
+    """The same table in Markdown, as it appears in README.md (a test keeps them equal)."""
+    lines = [
+        "| | " + " | ".join(TITLES[name] for name in libraries) + " |",
+        "|---|" + "---|" * len(libraries),
+    ]
+    lines += [
+        f"| {aspect} | " + " | ".join(how[name] for name in libraries) + " |"
+        for aspect, how in IDIOMS
+    ]
+    return "\n".join(lines)
 
 
 def metrics_table_html(comparison: Comparison) -> str:
