@@ -146,7 +146,11 @@ def library_sections(
             f"<h3>parameters as arrays</h3>"
             f"{visualize.render_fragment(parameters(library, model), expand_depth=4)}"
         )
-        sections.append(visualize.Section(f"{title}: {label}", body, anchor=f"{library}-{label}"))
+        sections.append(
+            visualize.Section(
+                f"{title}: {label}", body, anchor=f"{library}-{label}".replace(" ", "-")
+            )
+        )
     if with_source:
         code = visualize.render_code(source_code(library))
         sections.append(visualize.Section(f"{title}: source", code, anchor=f"{library}-source"))

@@ -252,6 +252,31 @@ treescope-container::part(treescope_root) { content-visibility: visible; }
 """
 
 
+# treescope's <treescope-run-here> runs its <script> child from a MutationObserver the moment
+# the child is inserted; when the HTML parser pauses before that script's text arrives (a long
+# page), an empty script runs and that tree never renders (seen here in ~3% of page loads).
+# treescope defines the element only if it is not yet defined, so the page defines it first,
+# with the same behaviour, but runs each script once parsing is done, in document order.
+_RUN_AFTER_PARSE_SCRIPT = """
+customElements.define("treescope-run-here", class extends HTMLElement {
+  connectedCallback() {
+    const run = () => {
+      const child = this.querySelector("script");
+      const fn = new Function(child.textContent);
+      child.textContent = "";
+      fn.call(this);
+      this.remove();
+    };
+    if (document.readyState === "loading") {
+      document.addEventListener("DOMContentLoaded", run, {once: true});
+    } else {
+      run();
+    }
+  }
+});
+"""
+
+
 def _anchor(title: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return slug or "section"
@@ -301,6 +326,7 @@ def render_page(
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{_CONTENT_SECURITY_POLICY}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escaped_title}</title>\n<style>{_PAGE_CSS}{extra_css}</style>\n</head>\n<body>\n"
+        f"<title>{escaped_title}</title>\n<style>{_PAGE_CSS}{extra_css}</style>\n"
+        f"<script>{_RUN_AFTER_PARSE_SCRIPT}</script>\n</head>\n<body>\n"
         f"<h1>{escaped_title}</h1>\n{intro_html}\n{nav}\n{body}\n</body>\n</html>\n"
     )
