@@ -8,6 +8,8 @@ arrays (`eqx.filter(model, eqx.is_inexact_array)`), and `eqx.apply_updates` retu
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,16 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
-from jaxlinear._training import FitResult, TrainConfig, l2_objective, make_optimizer, run_epochs
+from jaxlinear._training import (
+    FitResult,
+    TrainConfig,
+    TrainingSteps,
+    compiled_steps,
+    l2_objective,
+    make_optimizer,
+    run_training,
+    scan_steps,
+)
 from jaxlinear._weights import LinearWeights
 
 
@@ -83,49 +94,71 @@ train_step = eqx.filter_jit(_train_step)
 -> (model, opt_state, loss)`."""
 
 
+def _partitioned_step(
+    static: LinearRegression,
+    state: tuple[LinearRegression, optax.OptState],
+    x: jax.Array,
+    y: jax.Array,
+    optimizer: optax.GradientTransformation,
+    l2: float,
+) -> tuple[tuple[LinearRegression, optax.OptState], jax.Array]:
+    """The textbook step on `(arrays of the model, opt_state)`: combine, step, partition."""
+    params, opt_state = state
+    model, opt_state, loss = _train_step(
+        eqx.combine(params, static), opt_state, x, y, optimizer, l2
+    )
+    return (eqx.filter(model, eqx.is_array), opt_state), loss
+
+
 @eqx.filter_jit
 def train_epoch(
-    model: LinearRegression,
-    opt_state: optax.OptState,
+    static: LinearRegression,
+    state: tuple[LinearRegression, optax.OptState],
     x: jax.Array,
     y: jax.Array,
     indices: jax.Array,
     optimizer: optax.GradientTransformation,
     l2: float,
-) -> tuple[LinearRegression, optax.OptState, jax.Array]:
-    """All steps of an epoch in one compiled scan; `indices: [steps, batch]` -> losses `[steps]`.
+) -> tuple[tuple[LinearRegression, optax.OptState], jax.Array]:
+    """Many steps in one `lax.scan`; `indices: [steps, batch]` -> losses `[steps]`.
 
-    `lax.scan` carries only arrays, so the model is partitioned into its arrays and its static
-    rest once, and recombined inside each step.
+    `lax.scan` carries only arrays, so the model comes partitioned (`eqx.partition`, once,
+    outside): `state` holds its arrays and the optax state, `static` the rest, recombined
+    inside each step. `training_steps` calls it inside its own jit over the flat leaves (a
+    jit inside a jit costs nothing at run time).
     """
+    step = functools.partial(_partitioned_step, static, optimizer=optimizer, l2=l2)
+    return scan_steps(step, state, x, y, indices)
+
+
+def training_steps(model: LinearRegression, config: TrainConfig, n_examples: int) -> TrainingSteps:
+    """The state and step function `fit` runs in `config.step_mode`.
+
+    `idiomatic` is the `eqx.filter_jit` step, which partitions the model into arrays and
+    static parts at every call. `fast` and `fused` follow equinox's "low-overhead training
+    loops" recipe: `eqx.partition` once, jit over the arrays (as a flat list,
+    `compiled_steps`), `eqx.combine` inside.
+    """
+    optimizer = make_optimizer(config, n_examples)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    if config.step_mode == "idiomatic":
+
+        def step(state, x, y):
+            model, opt_state, loss = train_step(*state, x, y, optimizer, config.l2)
+            return (model, opt_state), loss
+
+        return TrainingSteps((model, opt_state), step, None, to_model=lambda state: state[0])
+
     params, static = eqx.partition(model, eqx.is_array)
-
-    def one_step(carry, batch_indices):
-        params, opt_state = carry
-        model = eqx.combine(params, static)
-        model, opt_state, loss = _train_step(
-            model, opt_state, x[batch_indices], y[batch_indices], optimizer, l2
-        )
-        return (eqx.filter(model, eqx.is_array), opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), indices)
-    return eqx.combine(params, static), opt_state, losses
+    return compiled_steps(
+        config,
+        (params, opt_state),
+        step=functools.partial(_partitioned_step, static, optimizer=optimizer, l2=config.l2),
+        epoch=functools.partial(train_epoch, static, optimizer=optimizer, l2=config.l2),
+        to_model=lambda state: eqx.combine(state[0], static),
+    )
 
 
 def fit(model: LinearRegression, x, y, config: TrainConfig, *, on_epoch=None) -> FitResult:
     """Trains with optax; `x: [n, in_features]`, `y: [n, out_features]`."""
-    optimizer = make_optimizer(config, len(x))
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-
-    def step(state, xb, yb):
-        model, opt_state, loss = train_step(*state, xb, yb, optimizer, config.l2)
-        return (model, opt_state), loss
-
-    def epoch(state, x, y, indices):
-        model, opt_state, losses = train_epoch(*state, x, y, indices, optimizer, config.l2)
-        return (model, opt_state), losses
-
-    (model, _), losses, compile_seconds, ms_per_step = run_epochs(
-        (model, opt_state), x, y, config, train_step=step, train_epoch=epoch, on_epoch=on_epoch
-    )
-    return FitResult(model, losses, compile_seconds, ms_per_step)
+    return run_training(training_steps(model, config, len(x)), x, y, config, on_epoch=on_epoch)

@@ -3,9 +3,16 @@ trained model is measured against."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from jaxlinear._weights import LinearWeights
+
+# Beyond this the normal equations lose more than ~1e-8 relative accuracy (they square the
+# condition number of the centred data); `least_squares_gram` then falls back to lstsq.
+GRAM_CONDITION_LIMIT = 1e8
 
 
 def least_squares(x: np.ndarray, y: np.ndarray, *, l2: float = 0.0) -> LinearWeights:
@@ -34,6 +41,63 @@ def least_squares(x: np.ndarray, y: np.ndarray, *, l2: float = 0.0) -> LinearWei
         weight = np.linalg.solve(gram, xc.T @ yc / n)
     else:
         weight = np.linalg.lstsq(xc, yc, rcond=None)[0]
+    return LinearWeights(weight, y_mean - x_mean @ weight)
+
+
+def least_squares_gram(
+    x: np.ndarray, y: np.ndarray, *, l2: float = 0.0, chunk_rows: int = 2048
+) -> LinearWeights:
+    """`least_squares` from the normal equations: the fast exact path for tall data.
+
+    The centred Gram matrix `Xc^T Xc` and `Xc^T Yc` are accumulated in float64 over chunks of
+    `chunk_rows` rows, so no float64 copy of `x` is ever made whole (`least_squares` makes
+    three), and the chunks are shared out between the CPU cores, each running single-threaded
+    BLAS (chunks this small run no faster on a multi-threaded BLAS, and at times much slower).
+    What remains is an `in_features`-square solve. At 2,000,000 x 64 on two cores this took
+    0.66 s against 10.7 s for `least_squares` and 6.4 s for scikit-learn's
+    `LinearRegression` (docs/benchmarks.md).
+
+    Accuracy: the normal equations square the condition number of the centred data, so the
+    relative error is about `cond(Gram) * 1e-16`. When `cond(Gram)` exceeds
+    `GRAM_CONDITION_LIMIT` (1e8: accuracy worse than ~1e-8, or a rank-deficient `x`), this
+    returns `least_squares(x, y, l2=l2)` instead, which also keeps its minimum-norm answer.
+
+    Args:
+      x: `[n, in_features]`, any float dtype (float32 input is widened chunk by chunk).
+      y: `[n, out_features]`.
+      l2: ridge penalty, as in `least_squares`.
+      chunk_rows: rows per float64 chunk; 2048 x 64 doubles (1 MiB) stay in cache.
+
+    Returns:
+      float64 `LinearWeights` (weight `[in, out]`, bias `[out]`).
+    """
+    from threadpoolctl import threadpool_limits
+
+    n, d = x.shape
+    x_mean = x.mean(axis=0, dtype=np.float64)
+    y_mean = np.asarray(y).mean(axis=0, dtype=np.float64)
+    workers = max(1, min(len(os.sched_getaffinity(0)), n // chunk_rows))
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+
+    def centred_products(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        gram, moment = np.zeros((d, d)), np.zeros((d, y.shape[1]))
+        x_chunk, y_chunk = np.empty((chunk_rows, d)), np.empty((chunk_rows, y.shape[1]))
+        for first in range(start, stop, chunk_rows):
+            last = min(first + chunk_rows, stop)
+            xc, yc = x_chunk[: last - first], y_chunk[: last - first]
+            np.subtract(x[first:last], x_mean, out=xc)
+            np.subtract(y[first:last], y_mean, out=yc)
+            gram += xc.T @ xc
+            moment += xc.T @ yc
+        return gram, moment
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(centred_products, bounds[:-1], bounds[1:]))
+    gram = sum(part[0] for part in parts) / n + l2 * np.eye(d)
+    moment = sum(part[1] for part in parts) / n
+    if not np.linalg.cond(gram) <= GRAM_CONDITION_LIMIT:  # also catches inf and NaN
+        return least_squares(x, y, l2=l2)
+    weight = np.linalg.solve(gram, moment)
     return LinearWeights(weight, y_mean - x_mean @ weight)
 
 

@@ -7,6 +7,7 @@ In linen a module is only a description: parameters live in a separate pytree ma
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -15,7 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from jaxlinear._training import FitResult, TrainConfig, l2_objective, make_optimizer, run_epochs
+from jaxlinear._training import (
+    FitResult,
+    TrainConfig,
+    TrainingSteps,
+    compiled_steps,
+    l2_objective,
+    make_optimizer,
+    run_training,
+    scan_steps,
+)
 from jaxlinear._weights import LinearWeights
 
 
@@ -84,29 +94,42 @@ train_step = jax.jit(_train_step)
 def train_epoch(
     state: TrainState, x: jax.Array, y: jax.Array, indices: jax.Array, l2
 ) -> tuple[TrainState, jax.Array]:
-    """All steps of an epoch in one compiled scan; `indices: [steps, batch]` -> losses `[steps]`."""
+    """Many steps in one `lax.scan`; `indices: [steps, batch]` -> losses `[steps]`.
 
-    def one_step(state, batch_indices):
-        return _train_step(state, x[batch_indices], y[batch_indices], l2)
+    `training_steps` calls it inside its own jit over the `TrainState`'s flat leaves (a
+    jit inside a jit costs nothing at run time).
+    """
+    return scan_steps(functools.partial(_train_step, l2=l2), state, x, y, indices)
 
-    return jax.lax.scan(one_step, state, indices)
+
+def training_steps(model: LinenModel, config: TrainConfig, n_examples: int) -> TrainingSteps:
+    """The `TrainState` and the step function `fit` runs in `config.step_mode`.
+
+    A `TrainState` is already a pytree of arrays (its `apply_fn` and `tx` are static), so
+    `jax.jit` over it is linen's textbook and fast pattern at once; `fast` and `fused` only
+    pass its flat list of arrays instead (`compiled_steps`), so no `TrainState` is
+    flattened per call.
+    """
+    state = TrainState.create(
+        apply_fn=model.module.apply,
+        params=model.variables["params"],
+        tx=make_optimizer(config, n_examples),
+    )
+
+    def to_model(state: TrainState) -> LinenModel:
+        return LinenModel(model.module, {"params": state.params})
+
+    if config.step_mode == "idiomatic":
+        return TrainingSteps(state, functools.partial(train_step, l2=config.l2), None, to_model)
+    return compiled_steps(
+        config,
+        state,
+        step=functools.partial(_train_step, l2=config.l2),
+        epoch=functools.partial(train_epoch, l2=config.l2),
+        to_model=to_model,
+    )
 
 
 def fit(model: LinenModel, x, y, config: TrainConfig, *, on_epoch=None) -> FitResult:
     """Trains with optax; `x: [n, in_features]`, `y: [n, out_features]`."""
-    state = TrainState.create(
-        apply_fn=model.module.apply,
-        params=model.variables["params"],
-        tx=make_optimizer(config, len(x)),
-    )
-    state, losses, compile_seconds, ms_per_step = run_epochs(
-        state,
-        x,
-        y,
-        config,
-        train_step=lambda state, xb, yb: train_step(state, xb, yb, config.l2),
-        train_epoch=lambda state, x, y, idx: train_epoch(state, x, y, idx, config.l2),
-        on_epoch=on_epoch,
-    )
-    trained = LinenModel(model.module, {"params": state.params})
-    return FitResult(trained, losses, compile_seconds, ms_per_step)
+    return run_training(training_steps(model, config, len(x)), x, y, config, on_epoch=on_epoch)

@@ -3,16 +3,28 @@
 In nnx the module owns its state: `nnx.Linear` creates its `nnx.Param`s when constructed
 (from `nnx.Rngs`), and the model is called directly. `nnx.Optimizer` holds the optax state
 and updates the model in place inside an `nnx.jit` step. Where state leaves the module (the
-fused loop, checkpoints) it goes through `nnx.split` and comes back with `nnx.merge`.
+fast step, the fused loop, checkpoints) it goes through `nnx.split` and comes back with
+`nnx.merge`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import numpy as np
 from flax import nnx
 
-from jaxlinear._training import FitResult, TrainConfig, l2_objective, make_optimizer, run_epochs
+from jaxlinear._training import (
+    FitResult,
+    TrainConfig,
+    TrainingSteps,
+    compiled_steps,
+    l2_objective,
+    make_optimizer,
+    run_training,
+    scan_steps,
+)
 from jaxlinear._weights import LinearWeights
 
 
@@ -69,46 +81,56 @@ train_step = nnx.jit(_train_step)
 """The textbook nnx step: `(model, optimizer, x [batch, in], y [batch, out], l2) -> loss`."""
 
 
+def _split_train_step(
+    graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, y: jax.Array, l2
+) -> tuple[nnx.State, jax.Array]:
+    """The textbook step on split state: merge, step, and return the new state."""
+    model, optimizer = nnx.merge(graphdef, state)
+    loss = _train_step(model, optimizer, x, y, l2)
+    return nnx.state((model, optimizer)), loss
+
+
 @jax.jit
 def train_epoch(
     graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, y: jax.Array, indices: jax.Array, l2
 ) -> tuple[nnx.State, jax.Array]:
-    """All steps of an epoch in one compiled scan over the split (model, optimizer) state.
+    """Many steps in one `lax.scan` over the split (model, optimizer) state.
 
     `indices: [steps, batch]` -> (new state, losses `[steps]`). The graph is split once
     outside and merged inside, which is flax's own recipe for a fast nnx loop.
+    `training_steps` calls it inside its own jit over the state's flat leaves (a jit
+    inside a jit costs nothing at run time).
     """
+    return scan_steps(functools.partial(_split_train_step, graphdef, l2=l2), state, x, y, indices)
 
-    def one_step(state, batch_indices):
-        model, optimizer = nnx.merge(graphdef, state)
-        loss = _train_step(model, optimizer, x[batch_indices], y[batch_indices], l2)
-        return nnx.state((model, optimizer)), loss
 
-    return jax.lax.scan(one_step, state, indices)
+def training_steps(model: LinearRegression, config: TrainConfig, n_examples: int) -> TrainingSteps:
+    """The state and step function `fit` runs in `config.step_mode`, on a copy of `model`.
+
+    `idiomatic` calls the `nnx.jit` step on the live model and optimizer, which nnx must
+    walk as a graph at every call (milliseconds on CPU). `fast` and `fused` follow flax's
+    performance guide instead: `nnx.split` once, jit a function that merges inside; the
+    split state goes in and out as a flat list of arrays (`compiled_steps`).
+    """
+    model = nnx.clone(model)  # the argument stays untouched
+    optimizer = nnx.Optimizer(model, make_optimizer(config, n_examples), wrt=nnx.Param)
+    if config.step_mode == "idiomatic":
+
+        def step(state, x, y):
+            return state, train_step(model, optimizer, x, y, config.l2)
+
+        return TrainingSteps(None, step, None, to_model=lambda _: model)
+
+    graphdef, state = nnx.split((model, optimizer))
+    return compiled_steps(
+        config,
+        state,
+        step=functools.partial(_split_train_step, graphdef, l2=config.l2),
+        epoch=functools.partial(train_epoch, graphdef, l2=config.l2),
+        to_model=lambda state: nnx.merge(graphdef, state)[0],
+    )
 
 
 def fit(model: LinearRegression, x, y, config: TrainConfig, *, on_epoch=None) -> FitResult:
     """Trains a copy of `model` (the argument is left untouched); `x: [n, in]`, `y: [n, out]`."""
-    model = nnx.clone(model)
-    optimizer = nnx.Optimizer(model, make_optimizer(config, len(x)), wrt=nnx.Param)
-    if config.step_mode == "fused":
-        graphdef, state = nnx.split((model, optimizer))
-        state, losses, compile_seconds, ms_per_step = run_epochs(
-            state,
-            x,
-            y,
-            config,
-            train_step=None,
-            train_epoch=lambda state, x, y, idx: train_epoch(graphdef, state, x, y, idx, config.l2),
-            on_epoch=on_epoch,
-        )
-        model, optimizer = nnx.merge(graphdef, state)
-    else:
-
-        def step(state, xb, yb):
-            return state, train_step(model, optimizer, xb, yb, config.l2)
-
-        _, losses, compile_seconds, ms_per_step = run_epochs(
-            None, x, y, config, train_step=step, train_epoch=None, on_epoch=on_epoch
-        )
-    return FitResult(model, losses, compile_seconds, ms_per_step)
+    return run_training(training_steps(model, config, len(x)), x, y, config, on_epoch=on_epoch)

@@ -22,7 +22,16 @@ import optax
 from penzai import pz
 from penzai.toolshed import basic_training
 
-from jaxlinear._training import FitResult, TrainConfig, l2_objective, make_optimizer, run_epochs
+from jaxlinear._training import (
+    FitResult,
+    TrainConfig,
+    TrainingSteps,
+    compiled_steps,
+    l2_objective,
+    make_optimizer,
+    run_training,
+    scan_steps,
+)
 from jaxlinear._weights import LinearWeights
 
 FEATURES = "features"
@@ -150,69 +159,64 @@ def make_trainer(
     )
 
 
-def _train_step(unbound, params, opt_state, x, y, optimizer, l2):
-    """One step on the unbound parameter values (a tuple of `pz.ParameterValue`)."""
+def _train_step(unbound, state, x, y, optimizer, l2):
+    """One step on `state = (parameter values, opt_state)`; the values are a tuple of
+    `pz.ParameterValue`, bound into `unbound` (the model with `pz.ParameterSlot`s) inside."""
+    params, opt_state = state
 
     def loss_fn(params):
         return _loss(pz.bind_variables(unbound, params), _named(x), y, l2)
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return (optax.apply_updates(params, updates), opt_state), loss
 
 
 @functools.partial(jax.jit, static_argnames="optimizer")
-def train_epoch(unbound, params, opt_state, x, y, indices, optimizer, l2):
-    """All steps of an epoch in one compiled scan over the parameter values.
+def train_epoch(unbound, state, x, y, indices, optimizer, l2):
+    """Many steps in one `lax.scan` over `state = (parameter values, opt_state)`.
 
     `unbound` is the model with `pz.ParameterSlot`s in place of its parameters (from
-    `pz.unbind_params`); `indices: [steps, batch]` -> (params, opt_state, losses `[steps]`).
+    `pz.unbind_params`); `indices: [steps, batch]` -> (state, losses `[steps]`).
+    `training_steps` calls it inside its own jit over the state's flat leaves (a jit
+    inside a jit costs nothing at run time).
     """
+    step = functools.partial(_train_step, unbound, optimizer=optimizer, l2=l2)
+    return scan_steps(step, state, x, y, indices)
 
-    def one_step(carry, batch_indices):
-        params, opt_state, loss = _train_step(
-            unbound, *carry, x[batch_indices], y[batch_indices], optimizer, l2
-        )
-        return (params, opt_state), loss
 
-    (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), indices)
-    return params, opt_state, losses
+def training_steps(model: LinearRegression, config: TrainConfig, n_examples: int) -> TrainingSteps:
+    """The state and step function `fit` runs in `config.step_mode`, on a copy of `model`.
+
+    `idiomatic` is penzai's own `StatefulTrainer`, which reads and writes the model's
+    `pz.Parameter`s at every step. `fast` and `fused` unbind the parameters once
+    (`pz.unbind_params`) and jit over their values, binding them into the model inside;
+    the values go in and out as a flat list of arrays (`compiled_steps`), since flattening
+    penzai's `NamedArray`s at every call would cost more than the step.
+    """
+    unbound, values = pz.unbind_params(model, freeze=True)
+
+    def to_model(values) -> LinearRegression:
+        return pz.bind_variables(unbound, [value.unfreeze_as_copy() for value in values])
+
+    if config.step_mode == "idiomatic":
+        trainer = make_trainer(to_model(values), config, n_examples)
+
+        def step(state, x, y):
+            return state, trainer.step(x=_named(x), y=y)["loss"]
+
+        return TrainingSteps(None, step, None, to_model=lambda _: trainer.model)
+
+    optimizer = make_optimizer(config, n_examples)
+    return compiled_steps(
+        config,
+        (values, optimizer.init(values)),
+        step=functools.partial(_train_step, unbound, optimizer=optimizer, l2=config.l2),
+        epoch=functools.partial(train_epoch, unbound, optimizer=optimizer, l2=config.l2),
+        to_model=lambda state: to_model(state[0]),
+    )
 
 
 def fit(model: LinearRegression, x, y, config: TrainConfig, *, on_epoch=None) -> FitResult:
     """Trains a copy of `model` (its parameters are copied, not shared)."""
-    unbound, values = pz.unbind_params(model, freeze=True)
-    if config.step_mode == "idiomatic":
-        trainer = make_trainer(
-            pz.bind_variables(unbound, [value.unfreeze_as_copy() for value in values]),
-            config,
-            len(x),
-        )
-
-        def step(state, xb, yb):
-            return state, trainer.step(x=_named(xb), y=yb)["loss"]
-
-        _, losses, compile_seconds, ms_per_step = run_epochs(
-            None, x, y, config, train_step=step, train_epoch=None, on_epoch=on_epoch
-        )
-        return FitResult(trainer.model, losses, compile_seconds, ms_per_step)
-
-    optimizer = make_optimizer(config, len(x))
-
-    def epoch(state, x, y, indices):
-        params, opt_state, losses = train_epoch(
-            unbound, *state, x, y, indices, optimizer=optimizer, l2=config.l2
-        )
-        return (params, opt_state), losses
-
-    (values, _), losses, compile_seconds, ms_per_step = run_epochs(
-        (values, optimizer.init(values)),
-        x,
-        y,
-        config,
-        train_step=None,
-        train_epoch=epoch,
-        on_epoch=on_epoch,
-    )
-    trained = pz.bind_variables(unbound, [value.unfreeze_as_copy() for value in values])
-    return FitResult(trained, losses, compile_seconds, ms_per_step)
+    return run_training(training_steps(model, config, len(x)), x, y, config, on_epoch=on_epoch)

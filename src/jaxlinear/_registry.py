@@ -1,6 +1,6 @@
 """The four libraries behind one small interface, keyed by name.
 
-Each library module (`_linen`, `_nnx`, `_equinox`, `_penzai`) provides the same five
+Each library module (`_linen`, `_nnx`, `_equinox`, `_penzai`) provides the same six
 functions, written in its own idiom; this registry only names them.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import jax
 
 from jaxlinear import _equinox, _linen, _nnx, _penzai
-from jaxlinear._training import FitResult, ProgressFn, TrainConfig
+from jaxlinear._training import FitResult, ProgressFn, TrainConfig, TrainingSteps
 from jaxlinear._weights import LinearWeights
 
 
@@ -29,6 +29,9 @@ class Library(Protocol):
         self, model: Any, x, y, config: TrainConfig, *, on_epoch: ProgressFn | None = None
     ) -> FitResult:
         """Trains a copy of `model` on `x: [n, in]`, `y: [n, out]`."""
+
+    def training_steps(self, model: Any, config: TrainConfig, n_examples: int) -> TrainingSteps:
+        """The state and step functions `fit` runs in `config.step_mode` (and `bench` times)."""
 
     def to_canonical(self, model: Any) -> LinearWeights:
         """The model's weights as `weight: [in, out]`, `bias: [out]`."""

@@ -1,17 +1,19 @@
 """The thin part shared by all four libraries: loss, optimizer, batches and the epoch loop.
 
 Each library module supplies its own train step, written the way that library's docs write
-it; this module only decides *which* examples go into each step and times the run. A train
-step is always a pure function of (model state, optimizer state, batch), which is what
-data-parallel training, checkpoint/resume and streaming later build on.
+it, and reduces its model to a pytree of arrays its own way (split, partition, unbind); this
+module decides *which* examples go into each step, compiles the library's pure step (or
+scan of steps) over the flat list of those arrays (`compiled_steps`), and times the run.
+A train step is always a pure function of (model state, optimizer state, batch), which is
+what data-parallel training, checkpoint/resume and streaming later build on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +22,8 @@ import optax
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
-STEP_MODES = ("fused", "idiomatic")
-StepMode = Literal["fused", "idiomatic"]
+STEP_MODES = ("fused", "fast", "idiomatic")
+StepMode = Literal["fused", "fast", "idiomatic"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +38,9 @@ class TrainConfig:
       schedule: `cosine` (decay to 0 over the run) or `constant` learning rate.
       l2: ridge penalty `0.5 * l2 * ||W||^2` added to the loss (the bias is not penalised).
       seed: seeds the shuffling of mini-batches.
-      step_mode: `fused` runs each epoch as one compiled `jax.lax.scan` over its steps;
+      step_mode: `fused` runs the steps of an epoch (or of several small epochs) as one
+        compiled `jax.lax.scan`; `fast` calls a jitted step once per batch, written in the
+        library's low-overhead pattern (state split once, flat list of arrays in and out);
         `idiomatic` calls the library's textbook jitted train step once per batch.
     """
 
@@ -109,6 +113,11 @@ def l2_objective(prediction: jax.Array, target: jax.Array, weights, l2) -> jax.A
     return data_term + 0.5 * l2 * penalty
 
 
+StepFn = Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]]
+EpochFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
+ProgressFn = Callable[[int, float], None]
+
+
 def steps_per_epoch(n_examples: int, batch_size: int | None) -> int:
     """`n_examples // batch_size`; a missing or oversized batch size means one full batch."""
     return 1 if batch_size is None else max(n_examples // batch_size, 1)
@@ -120,12 +129,58 @@ def batch_schedule(n_examples: int, batch_size: int | None, epochs: int, seed: i
     Each epoch is a fresh seeded permutation cut into `n_examples // batch_size` batches; the
     last partial batch is dropped so every step has the same shape (no recompilation), and
     reshuffling each epoch means no example is left out for long.
+
+    Full-batch training (`batch_size` None or >= `n_examples`) gives EMPTY rows,
+    `[epochs, 1, 0]`: every step takes all examples in their stored order (see `take_batch`).
+    Permuting them would change nothing but the float summation order, and would cost a copy
+    of the whole data set at every step.
     """
+    return np.stack(list(_epoch_batches(n_examples, batch_size, seed, epochs)))
+
+
+def _epoch_batches(
+    n_examples: int, batch_size: int | None, seed: int, epochs: int
+) -> Iterator[np.ndarray]:
+    """`batch_schedule` one epoch at a time, so a long run never holds all of it."""
     steps = steps_per_epoch(n_examples, batch_size)
-    batch_size = n_examples if batch_size is None else min(batch_size, n_examples)
+    if batch_size is None or batch_size >= n_examples:
+        for _ in range(epochs):
+            yield np.zeros((1, 0), np.int32)
+        return
     rng = np.random.default_rng(seed)
-    orders = [rng.permutation(n_examples)[: steps * batch_size] for _ in range(epochs)]
-    return np.stack(orders).reshape(epochs, steps, batch_size).astype(np.int32)
+    for _ in range(epochs):
+        # The same permutation as `rng.permutation(n_examples)`, built in int32 in place: a
+        # third of the memory (which matters at millions of examples).
+        order = np.arange(n_examples, dtype=np.int32)
+        rng.shuffle(order)
+        yield order[: steps * batch_size].reshape(steps, batch_size)
+
+
+def take_batch(x: jax.Array, y: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Rows `indices: [batch]` of `x: [n, in]` and `y: [n, out]`; empty `indices` means all rows.
+
+    The test is on the static shape, so inside `jax.jit` a full batch costs nothing.
+    """
+    if indices.shape[-1] == 0:
+        return x, y
+    return x[indices], y[indices]
+
+
+_take_rows = jax.jit(take_batch)  # one dispatch for both gathers in a per-batch loop
+
+
+def scan_steps(step: StepFn, state: Any, x: jax.Array, y: jax.Array, indices: jax.Array):
+    """Runs `step` once per row of `indices: [steps, batch]` in one `jax.lax.scan`.
+
+    For use inside `jax.jit` with `x` and `y` already on the device: the loop, the batch
+    gathers and the optimizer all run in one compiled program, with no Python per step.
+    Returns `(state, losses [steps])`.
+    """
+
+    def one_step(state, batch_indices):
+        return step(state, *take_batch(x, y, batch_indices))
+
+    return jax.lax.scan(one_step, state, indices)
 
 
 @dataclasses.dataclass
@@ -146,9 +201,98 @@ class FitResult:
     ms_per_step: float
 
 
-StepFn = Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]]
-EpochFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
-ProgressFn = Callable[[int, float], None]
+class TrainingSteps(NamedTuple):
+    """What `run_epochs` drives for one library in one step mode.
+
+    Each library's `training_steps(model, config, n_examples)` builds it, and its `fit` runs
+    it; the benchmark runs the very same functions.
+
+    Attributes:
+      state: the initial state the step functions carry (`None` where the library updates
+        its objects in place).
+      train_step: `(state, x_batch, y_batch) -> (state, loss)`, for the per-batch modes.
+      train_epoch: `(state, x, y, indices [steps, batch]) -> (state, losses [steps])`, for
+        `fused`.
+      to_model: the final state -> the trained model, in the library's own form.
+    """
+
+    state: Any
+    train_step: StepFn | None
+    train_epoch: EpochFn | None
+    to_model: Callable[[Any], Any]
+
+
+def run_training(
+    steps: TrainingSteps, x, y, config: TrainConfig, *, on_epoch: ProgressFn | None = None
+) -> FitResult:
+    """`run_epochs` over `steps`, returning the trained model with losses and timings."""
+    state, losses, compile_seconds, ms_per_step = run_epochs(
+        steps.state,
+        x,
+        y,
+        config,
+        train_step=steps.train_step,
+        train_epoch=steps.train_epoch,
+        on_epoch=on_epoch,
+    )
+    return FitResult(steps.to_model(state), losses, compile_seconds, ms_per_step)
+
+
+def jit_over_leaves(function: Callable, state: Any) -> tuple[list[jax.Array], Callable, Callable]:
+    """Compiles `function(state, *args) -> (state, out)` as a function of `state`'s leaves.
+
+    A jitted function flattens its pytree arguments on every call, in Python for most
+    library types (nnx `State`, penzai `NamedArray`, equinox modules, flax structs): about
+    1-2 us per node, which on a small model costs more than a training step. Flattening
+    once here and rebuilding the pytree inside the compiled function leaves jax a plain
+    list of arrays to pass, its fastest path. This is the last step of equinox's
+    "low-overhead training loops" and of flax's split/merge recipe; each library first
+    reduces its model to a pytree of arrays its own way.
+
+    Returns:
+      `(leaves, compiled, unflatten)`: the initial list of arrays, the compiled
+      `(leaves, *args) -> (leaves, out)`, and `unflatten(leaves) -> state`.
+    """
+    leaves, treedef = jax.tree.flatten(state)
+
+    @jax.jit
+    def over_leaves(leaves, *args):
+        new_state, out = function(jax.tree.unflatten(treedef, leaves), *args)
+        new_leaves, new_treedef = jax.tree.flatten(new_state)
+        if new_treedef != treedef:  # checked once, while tracing
+            raise ValueError(f"the step changed the state's structure to {new_treedef}")
+        return new_leaves, out
+
+    return leaves, over_leaves, lambda leaves: jax.tree.unflatten(treedef, leaves)
+
+
+def compiled_steps(
+    config: TrainConfig,
+    state: Any,
+    *,
+    step: StepFn,
+    epoch: EpochFn,
+    to_model: Callable[[Any], Any],
+) -> TrainingSteps:
+    """`TrainingSteps` for the `fast` and `fused` modes from a library's pure functions.
+
+    Args:
+      config: `step_mode` picks `step` (`fast`) or `epoch` (`fused`).
+      state: the model and optimizer state as a pytree of arrays.
+      step: `(state, x_batch, y_batch) -> (state, loss)`, not jitted.
+      epoch: `(state, x, y, indices) -> (state, losses)`, not jitted (see `scan_steps`).
+      to_model: the final state -> the trained model.
+
+    Both are compiled by `jit_over_leaves`, so a call costs the same in every library.
+    """
+    fast = config.step_mode == "fast"
+    leaves, compiled, unflatten = jit_over_leaves(step if fast else epoch, state)
+    return TrainingSteps(
+        leaves,
+        train_step=compiled if fast else None,
+        train_epoch=None if fast else compiled,
+        to_model=lambda leaves: to_model(unflatten(leaves)),
+    )
 
 
 def run_epochs(
@@ -157,19 +301,26 @@ def run_epochs(
     y: np.ndarray,
     config: TrainConfig,
     *,
-    train_step: StepFn,
-    train_epoch: EpochFn,
+    train_step: StepFn | None,
+    train_epoch: EpochFn | None,
     on_epoch: ProgressFn | None = None,
 ) -> tuple[Any, np.ndarray, float, float]:
     """Drives a library's step functions over the batches of `batch_schedule`.
+
+    Epochs run in groups (see `epochs_per_call`): in `fused` mode a group is one call of
+    `train_epoch`; in the per-batch modes it is one Python loop of `train_step` calls, and
+    the host waits for the device only at the end of a group, so a small step's dispatch
+    overlaps the previous step's work. The first group is not part of the steady time per
+    step: it pays for compilation, timed alone as the first step in the per-batch modes.
 
     Args:
       state: whatever the library's step functions carry (model and optimizer state).
       x: `[n, in_features]` and y: `[n, out_features]` training data.
       config: the batches, epochs and step mode.
-      train_step: `(state, x_batch, y_batch) -> (state, loss)`, the textbook jitted step.
+      train_step: `(state, x_batch, y_batch) -> (state, loss)`: the textbook jitted step in
+        `idiomatic` mode, the library's low-overhead step in `fast` mode.
       train_epoch: `(state, x, y, indices [steps, batch]) -> (state, losses [steps])`, one
-        compiled `lax.scan` over an epoch with the data already on the device.
+        compiled `lax.scan` over the steps of one or more epochs with the data on the device.
       on_epoch: called after each epoch with `(epochs_done, last_loss)`, e.g. for a progress bar.
 
     Returns:
@@ -178,55 +329,103 @@ def run_epochs(
     Raises:
       TrainingDiverged: an epoch produced a NaN or infinite loss.
     """
-    schedule = batch_schedule(len(x), config.batch_size, config.epochs, config.seed)
-    x = jnp.asarray(x, jnp.float32)
-    y = jnp.asarray(y, jnp.float32)
-    epoch_losses, call_seconds = [], []
-    for epoch, indices in enumerate(schedule):
+    n_examples, in_features = np.shape(x)
+    steps = steps_per_epoch(n_examples, config.batch_size)
+    rows = min(config.batch_size or n_examples, n_examples)
+    per_call = epochs_per_call(config.epochs, steps, rows * in_features)
+    epoch_batches = _epoch_batches(n_examples, config.batch_size, config.seed, config.epochs)
+    x, y = _on_device(x), _on_device(y)
+    fused = config.step_mode == "fused"
+    epoch_losses, call_seconds, first_step_seconds = [], [], None
+    for first_epoch in range(0, config.epochs, per_call):
+        group = [next(epoch_batches) for _ in range(per_call)]
+        indices = group[0] if per_call == 1 else np.concatenate(group)
         start = time.perf_counter()
-        if config.step_mode == "fused":
+        if fused:
             state, losses = train_epoch(state, x, y, jnp.asarray(indices))
-            losses = np.asarray(losses)
-            call_seconds.append(time.perf_counter() - start)
         else:
             losses = []
             for step_indices in indices:
-                state, loss = train_step(state, x[step_indices], y[step_indices])
+                batch = (x, y) if step_indices.size == 0 else _take_rows(x, y, step_indices)
+                state, loss = train_step(state, *batch)
                 losses.append(loss)
-                if epoch == 0 and not call_seconds:
-                    jax.block_until_ready(loss)
-                    call_seconds.append(time.perf_counter() - start)
-                    start = time.perf_counter()
-            losses = np.asarray(jax.device_get(losses))
-            call_seconds.append(time.perf_counter() - start)
-        _check_finite(losses, epoch, schedule.shape[1], config)
+                if first_step_seconds is None:  # tracing and compilation, timed alone
+                    first_step_seconds = time.perf_counter() - start
+            # The loop has dispatched every step by now, so waiting for each loss in turn
+            # costs ~2 us a step; `jax.device_get(losses)` costs ~20 and `jnp.stack` ~17.
+            losses = [np.asarray(loss) for loss in losses]
+        losses = np.asarray(losses, np.float32)
+        call_seconds.append(time.perf_counter() - start)
+        _check_finite(losses, first_epoch * steps, config)
         epoch_losses.append(losses)
         if on_epoch is not None:
-            on_epoch(epoch + 1, float(losses[-1]))
-    compile_seconds, ms_per_step = _split_timings(call_seconds, config.step_mode, schedule.shape)
-    return state, np.concatenate(epoch_losses).astype(np.float32), compile_seconds, ms_per_step
+            for epoch in range(per_call):
+                on_epoch(first_epoch + epoch + 1, float(losses[(epoch + 1) * steps - 1]))
+    compile_seconds, ms_per_step = _split_timings(
+        call_seconds, per_call * steps, None if fused else first_step_seconds
+    )
+    return state, np.concatenate(epoch_losses), compile_seconds, ms_per_step
+
+
+MAX_STEPS_PER_CALL = 1024
+MAX_WORK_PER_CALL = 2**26
+
+
+def epochs_per_call(epochs: int, steps: int, values_per_step: int) -> int:
+    """How many epochs `run_epochs` runs between two waits for the device.
+
+    One call per epoch is wasteful when an epoch is a single small step (full-batch training
+    on a small data set): the call and the wait cost more than the step. So epochs are
+    grouped, up to `MAX_STEPS_PER_CALL` steps and `MAX_WORK_PER_CALL` input values read per
+    group (large steps need no grouping, and the progress bar should keep moving). The group
+    size divides `epochs`, so every fused call has the same shape and compiles once, and
+    leaves at least two groups, so the steady-state time is measured apart from compilation.
+    """
+    limit = min(
+        MAX_STEPS_PER_CALL // steps,
+        MAX_WORK_PER_CALL // max(steps * values_per_step, 1),
+        epochs // 2,
+    )
+    return max([size for size in range(1, limit + 1) if epochs % size == 0], default=1)
+
+
+def _on_device(array) -> jax.Array:
+    """`array` as a float32 device array; no copy when it already is one.
+
+    `jax.device_put` of a 64-byte-aligned float32 numpy array shares its memory on CPU,
+    where `jnp.asarray` would copy it: large data sets are then held once, not twice.
+    """
+    if isinstance(array, jax.Array) and array.dtype == jnp.float32:
+        return array
+    return jax.device_put(np.asarray(array, np.float32))
 
 
 def _split_timings(
-    call_seconds: list[float], step_mode: str, schedule_shape: tuple[int, ...]
+    call_seconds: list[float], steps_per_call: int, first_step_seconds: float | None
 ) -> tuple[float, float]:
-    """Separates the first call's compile time from the steady per-step time."""
-    epochs, steps, _ = schedule_shape
-    if step_mode == "fused":
-        steps_in_first, steps_in_rest = steps, (epochs - 1) * steps
-    else:  # the first call was the first step alone; the first epoch's rest comes next
-        steps_in_first, steps_in_rest = 1, epochs * steps - 1
-    first, rest = call_seconds[0], sum(call_seconds[1:])
-    if steps_in_rest == 0:
-        return first, float("nan")
-    per_step = rest / steps_in_rest
-    return max(first - steps_in_first * per_step, 0.0), 1e3 * per_step
+    """`(compile_seconds, ms_per_step)` from the wall time of each call.
+
+    The steady time per step comes from the calls after the first, which has compiled
+    everything. The compile time is the first fused call, or the first step of a per-batch
+    loop (`first_step_seconds`), minus its steady share. With a single call, a per-batch
+    loop's steady time comes from that call's steps after the first; a fused one has none.
+    """
+    first_call, rest = call_seconds[0], call_seconds[1:]
+    if rest:
+        per_step = sum(rest) / (len(rest) * steps_per_call)
+    elif first_step_seconds is not None and steps_per_call > 1:
+        per_step = (first_call - first_step_seconds) / (steps_per_call - 1)
+    else:
+        return first_step_seconds or first_call, float("nan")
+    if first_step_seconds is None:
+        return max(first_call - steps_per_call * per_step, 0.0), 1e3 * per_step
+    return max(first_step_seconds - per_step, 0.0), 1e3 * per_step
 
 
-def _check_finite(losses: np.ndarray, epoch: int, steps: int, config: TrainConfig) -> None:
+def _check_finite(losses: np.ndarray, first_step: int, config: TrainConfig) -> None:
     bad = ~np.isfinite(losses)
     if bad.any():
-        step = epoch * steps + int(np.argmax(bad))
+        step = first_step + int(np.argmax(bad))
         raise TrainingDiverged(
             f"training diverged: the loss became {losses[bad][0]} at step {step} with "
             f"{config.optimizer} and learning rate {config.learning_rate:g}; "

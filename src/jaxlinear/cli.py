@@ -103,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--step-mode",
         choices=STEP_MODES,
         default=defaults.step_mode,
-        help="fused: each epoch is one compiled lax.scan; idiomatic: the library's textbook "
-        "jitted step, called once per batch (default: %(default)s)",
+        help="fused: the steps of an epoch (or of several small epochs) in one compiled "
+        "lax.scan; fast: one jitted step per batch in the library's low-overhead pattern "
+        "(state split once, flat arrays in and out); idiomatic: the library's textbook jitted "
+        "step, called once per batch (default: %(default)s)",
     )
     output = common.add_argument_group("output")
     output.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
@@ -165,12 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default=DEFAULT_SHOW, metavar="PATH.html", help=f"(default: {DEFAULT_SHOW})"
     )
     show.set_defaults(handler=_run_show)
+
+    from jaxlinear._bench import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser(
+        "bench",
+        help="time every library's training paths against hand-written JAX",
+        description="Times each library's idiomatic step, fast step and fused loop against a "
+        "raw-JAX reference on a small and a large problem, interleaved in one process, plus "
+        "memory bandwidth, the closed form, scikit-learn and peak memory (docs/benchmarks.md).",
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=_run_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in reports
     try:
         return args.handler(args)
     except (UserError, DataError, TrainingDiverged, OSError) as error:
@@ -179,6 +194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxlinear: interrupted", file=sys.stderr)
         return 130
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from jaxlinear._bench import BenchOptionError, run_from_args
+
+    try:
+        return run_from_args(args)
+    except BenchOptionError as error:
+        raise UserError(error) from None
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -215,7 +239,7 @@ def _train_and_report(
     if report_path is not None:
         from jaxlinear._report import comparison_report
 
-        command = ["jaxlinear", *sys.argv[1:]] if sys.argv[1:] else None
+        command = ["jaxlinear", *args.argv]
         write_text_atomic(report_path, comparison_report(comparison, command=command))
         print(f"report written to {report_path}", file=sys.stderr)
     if save_dir is not None:
