@@ -780,7 +780,7 @@ def run_from_args(args) -> int:
         ["jaxlinear bench", *(["--quick"] if args.quick else [])]
         + [f"--{name.replace('_', '-')} {value}" for name, value in given.items()]
     )
-    with _Progress(quiet=args.quiet) as progress:
+    with _phase_progress(quiet=args.quiet) as progress:
         result = run_bench(sizes, progress=progress, command=command)
     print_report(result)
     if json_path is not None:
@@ -788,43 +788,23 @@ def run_from_args(args) -> int:
     return 0
 
 
-class _Progress:
-    """A rich progress bar on stderr, one row per phase; a no-op with `--quiet`."""
+@contextlib.contextmanager
+def _phase_progress(*, quiet: bool):
+    """Yields `phase(description, total) -> advance`, one bar per phase, or `None` if quiet."""
+    from rich.progress import TimeElapsedColumn
 
-    def __init__(self, *, quiet: bool):
-        self.quiet = quiet
+    from jaxlinear._progress import progress_bar
 
-    def __enter__(self):
-        if self.quiet:
-            return None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description:>28}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
-        self.bar.__enter__()
+    with progress_bar(TimeElapsedColumn(), quiet=quiet, label_width=28) as bar:
+        if bar is None:
+            yield None
+            return
 
         def phase(description: str, total: int) -> Callable[[], None]:
-            task = self.bar.add_task(description, total=total)
-            return lambda: self.bar.advance(task)
+            task = bar.add_task(description, total=total)
+            return lambda: bar.advance(task)
 
-        return phase
-
-    def __exit__(self, *exc_info):
-        if not self.quiet:
-            self.bar.__exit__(*exc_info)
-        return False
+        yield phase
 
 
 def print_report(result: dict, console=None) -> None:

@@ -7,6 +7,7 @@ line on stderr with exit code 2; they never show a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from collections.abc import Sequence
@@ -229,7 +230,7 @@ def _train_and_report(
 
     from jaxlinear._compare import compare
 
-    with _ProgressBar(libraries, config.epochs, quiet=args.quiet) as on_epoch:
+    with _epoch_progress(libraries, config.epochs, quiet=args.quiet) as on_epoch:
         comparison = compare(dataset, config, libraries, on_epoch=on_epoch)
     _print_table(comparison)
     if show_weights:
@@ -370,40 +371,23 @@ def _load(args: argparse.Namespace):
     )
 
 
-class _ProgressBar:
-    """A rich progress bar on stderr, one row per library; a no-op with `--quiet`."""
+@contextlib.contextmanager
+def _epoch_progress(libraries: list[str], epochs: int, *, quiet: bool):
+    """Yields `on_epoch(library, epochs_done, loss)` driving one bar per library, or `None`."""
+    from rich.progress import TextColumn
 
-    def __init__(self, libraries: list[str], epochs: int, *, quiet: bool):
-        self.libraries, self.epochs, self.quiet = libraries, epochs, quiet
+    from jaxlinear._progress import progress_bar
 
-    def __enter__(self):
-        if self.quiet:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description:>8}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epochs  loss {task.fields[loss]}"),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.tasks = {
-            name: self.bar.add_task(name, total=self.epochs, loss="-") for name in self.libraries
-        }
-        self.bar.__enter__()
+    with progress_bar(TextColumn("epochs  loss {task.fields[loss]}"), quiet=quiet) as bar:
+        if bar is None:
+            yield None
+            return
+        tasks = {name: bar.add_task(name, total=epochs, loss="-") for name in libraries}
 
         def on_epoch(library: str, epochs_done: int, loss: float) -> None:
-            self.bar.update(self.tasks[library], completed=epochs_done, loss=f"{loss:.6g}")
+            bar.update(tasks[library], completed=epochs_done, loss=f"{loss:.6g}")
 
-        return on_epoch
-
-    def __exit__(self, *exc_info):
-        if not self.quiet:
-            self.bar.__exit__(*exc_info)
-        return False
+        yield on_epoch
 
 
 def _print_table(comparison) -> None:
