@@ -5,7 +5,7 @@ import pytest
 from sklearn.linear_model import LinearRegression, Ridge
 
 from jaxlinear import least_squares
-from jaxlinear._exact import objective
+from jaxlinear.exact import objective
 
 
 def _data(seed=0, n=50, d=4, k=2):

@@ -83,16 +83,29 @@ def test_same_loss_at_every_step(linnerud, step_mode):
     assert all(len(history) == 200 for history in losses.values())
     for name in LIBRARY_NAMES[1:]:
         np.testing.assert_allclose(losses[name], losses["linen"], rtol=1e-4, err_msg=name)
-    assert losses["linen"][-1] < 0.5 * losses["linen"][0]
+    fit, optimum = result.runs["linen"].fit, result.exact["train_loss"]
+    # Training did its job: most of the way from the start to the exact optimum.
+    assert fit.final_objective - optimum < 0.05 * (fit.initial_objective - optimum)
 
 
+# Noise-free data has an exact float64 optimum that float32 training can only approach to
+# its own resolution: weights of order one are held to ~1e-7 (one ulp), and adam with the
+# cosine decay to zero ends a few ulps away (seen here: 2.8e-7 to 5.2e-7 in weight, 1e-8 in
+# bias over seeds 0-2). 2e-6 keeps a 4x margin and would catch a run that stopped short.
+NOISE_FREE_ATOL = 2e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("name", LIBRARY_NAMES)
-def test_noise_free_synthetic_reaches_exact_weights(name):
-    data = load_dataset("synthetic", noise=0.0, n_samples=512, in_features=6, out_features=2)
+def test_noise_free_synthetic_reaches_exact_weights(name, seed):
+    data = load_dataset(
+        "synthetic", noise=0.0, n_samples=512, in_features=6, out_features=2, seed=seed
+    )
     exact = least_squares(data.x_train, data.y_train)
-    config = TrainConfig(epochs=60, batch_size=64, learning_rate=0.05)
-    result = compare(data, config, [name])
-    assert np.max(np.abs(result.runs[name].weights.weight - exact.weight)) <= 1e-3
+    config = TrainConfig(epochs=60, batch_size=64, learning_rate=0.05, seed=seed)
+    weights = compare(data, config, [name]).runs[name].weights
+    np.testing.assert_allclose(weights.weight, exact.weight, atol=NOISE_FREE_ATOL, rtol=0)
+    np.testing.assert_allclose(weights.bias, exact.bias, atol=NOISE_FREE_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("dataset", ["diabetes", "linnerud"])
@@ -139,7 +152,7 @@ def test_second_epoch_does_not_recompile(linnerud, name, step_mode, caplog):
 
 
 def test_penzai_stack_collapses_to_one_linear_map():
-    from jaxlinear._penzai import LinearRegression, predict, to_canonical
+    from jaxlinear.libraries.penzai import LinearRegression, predict, to_canonical
 
     stack = LinearRegression.from_config("mlp", jax.random.key(1), [3, 5, 4, 2])
     x = _x()

@@ -135,7 +135,7 @@ def test_report_shows_the_library_source(report, library):
     for snippet in IDIOM_SNIPPETS[library]:
         assert snippet in code
     # Taken from the package itself, so it cannot drift from the code that ran.
-    model_class = get_library(library).LinearRegression
+    model_class = get_library(library).module.LinearRegression
     assert inspect.getsource(model_class).strip() in code
     assert 'style="color' in body  # syntax-highlighted
 

@@ -51,3 +51,33 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_all_atomic(files: dict[Path, bytes]) -> None:
+    """Writes several files so that either all of them appear or none does.
+
+    Each is first written in full to a temporary file beside its target (creating a missing
+    target folder); only when every one is complete are they renamed into place. A failure
+    before that removes the temporary files and any folder made here.
+    """
+    staged: list[tuple[str, Path]] = []
+    made_folders: list[Path] = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            if not path.parent.exists():
+                path.parent.mkdir(parents=False)
+                made_folders.append(path.parent)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            staged.append((temporary, path))
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.chmod(temporary, 0o666 & ~_current_umask())
+    except BaseException:
+        for temporary, _ in staged:
+            Path(temporary).unlink(missing_ok=True)
+        for folder in made_folders:
+            folder.rmdir()
+        raise
+    for temporary, path in staged:
+        os.replace(temporary, path)

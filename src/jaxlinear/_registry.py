@@ -1,62 +1,115 @@
-"""The four libraries behind one small interface, keyed by name.
+"""The four libraries behind one bounded interface, keyed by name.
 
-Each library module (`_linen`, `_nnx`, `_equinox`, `_penzai`) provides the same six
-functions, written in its own idiom; this registry only names them.
+`get_library(name)` returns a `Library`: the documented functions of one library module,
+each of which refuses a model that belongs to another library. The modules themselves are
+imported on first use, so naming a library costs nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
-import jax
+from jaxlinear._errors import WrongLibraryError
 
-from jaxlinear import _equinox, _linen, _nnx, _penzai
-from jaxlinear._training import FitResult, ProgressFn, TrainConfig, TrainingSteps
-from jaxlinear._weights import LinearWeights
-
-
-class Library(Protocol):
-    """What every library module provides. `Model` is that library's own model object."""
-
-    def create(self, in_features: int, out_features: int, *, key: jax.Array) -> Any:
-        """A freshly initialised model with the library's default initialisers."""
-
-    def predict(self, model: Any, x: jax.Array) -> jax.Array:
-        """`x: [batch, in_features]` -> `[batch, out_features]`."""
-
-    def fit(
-        self, model: Any, x, y, config: TrainConfig, *, on_epoch: ProgressFn | None = None
-    ) -> FitResult:
-        """Trains a copy of `model` on `x: [n, in]`, `y: [n, out]`."""
-
-    def training_steps(self, model: Any, config: TrainConfig, n_examples: int) -> TrainingSteps:
-        """The state and step functions `fit` runs in `config.step_mode` (and `bench` times)."""
-
-    def to_canonical(self, model: Any) -> LinearWeights:
-        """The model's weights as `weight: [in, out]`, `bias: [out]`."""
-
-    def from_canonical(self, weights: LinearWeights) -> Any:
-        """A model of this library holding `weights`."""
+TITLES = {"linen": "flax.linen", "nnx": "flax.nnx", "equinox": "equinox", "penzai": "penzai"}
+LIBRARY_NAMES = tuple(TITLES)
 
 
-LIBRARIES: dict[str, ModuleType] = {
-    "linen": _linen,
-    "nnx": _nnx,
-    "equinox": _equinox,
-    "penzai": _penzai,
-}
-LIBRARY_NAMES = tuple(LIBRARIES)
+@dataclasses.dataclass(frozen=True)
+class Library:
+    """One library's linear model.
+
+    Attributes:
+      name: registry name (`linen`, `nnx`, `equinox`, `penzai`).
+      title: the library's own name (`flax.linen`, ...).
+    """
+
+    name: str
+    title: str
+
+    @property
+    def module(self) -> ModuleType:
+        """The implementation, `jaxlinear.libraries.<name>` (imported on first use)."""
+        return importlib.import_module(f"jaxlinear.libraries.{self.name}")
+
+    @property
+    def model_type(self) -> type:
+        """The class of this library's models."""
+        return self.module.Model
+
+    def create(self, in_features: int, out_features: int, *, key) -> Any:
+        """A fresh model with the library's default initialisers."""
+        return self.module.create(in_features, out_features, key=key)
+
+    def predict(self, model: Any, x, *, scaling=None):
+        """`x: [batch, in_features]` -> `[batch, out_features]`.
+
+        With `scaling` (a `Scaling`), `x` is in the data's original units and so is the
+        result, as a float64 NumPy array; without, both are on the standardised scale.
+        """
+        self.check_model(model, "predict")
+        if scaling is None:
+            return self.module.predict(model, x)
+        import numpy as np
+
+        standardised = np.asarray(scaling.features(x), np.float32)
+        return scaling.targets_to_original(np.asarray(self.module.predict(model, standardised)))
+
+    def to_canonical(self, model: Any):
+        """The model's weights as `LinearWeights` (`weight: [in, out]`, `bias: [out]`)."""
+        self.check_model(model, "to_canonical")
+        return self.module.to_canonical(model)
+
+    def from_canonical(self, weights) -> Any:
+        """A model of this library holding `weights` (any `LinearWeights`)."""
+        weights.check_shapes()
+        return self.module.from_canonical(weights)
+
+    def fit(self, model: Any, x, y, config, *, on_epoch=None):
+        """Trains a copy of `model` (see `jaxlinear.training.fit`); returns a `FitResult`."""
+        from jaxlinear.training import fit
+
+        self.check_model(model, "fit")
+        return fit(self.module, model, x, y, config, on_epoch=on_epoch)
+
+    def check_model(self, model: Any, function: str) -> None:
+        """Raises `WrongLibraryError` unless `model` is this library's model."""
+        if isinstance(model, self.model_type):
+            return
+        owner = library_of(model)
+        found = f"a {TITLES[owner]} model" if owner else f"a {type(model).__qualname__}"
+        advice = (
+            f"use jaxlinear.get_library({owner!r}), or move it with "
+            f"jaxlinear.convert(model, {owner!r}, {self.name!r})"
+            if owner
+            else f"pass a model made by jaxlinear.get_library({self.name!r})"
+        )
+        raise WrongLibraryError(f"{self.title}'s {function} was given {found}: {advice}")
+
+
+LIBRARIES = {name: Library(name, title) for name, title in TITLES.items()}
 
 
 def get_library(name: str) -> Library:
-    """The library module registered as `name`; raises `ValueError` naming the valid choices."""
+    """The library registered as `name`; raises `ValueError` naming the valid choices."""
     try:
         return LIBRARIES[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(
             f"unknown library {name!r}: use one of {', '.join(LIBRARY_NAMES)}"
         ) from None
+
+
+def library_of(model: Any) -> str | None:
+    """The name of the library whose jaxlinear model `model` is, or `None`."""
+    module = type(model).__module__
+    for name in LIBRARY_NAMES:
+        if module == f"jaxlinear.libraries.{name}":
+            return name
+    return None
 
 
 def convert(model: Any, source: str, target: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import inspect
 import math
+import re
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -23,12 +24,13 @@ from jaxlinear._registry import LIBRARY_NAMES, get_library
 
 TITLES = {"linen": "flax.linen", "nnx": "flax.nnx", "equinox": "equinox", "penzai": "penzai"}
 
-# The code a reader should compare: the model class, the textbook step and the fused epoch.
+# The code a reader should compare: the model class, the textbook step, and how the library
+# splits its training state for the driver's fast and fused paths.
 SOURCE_NAMES = {
-    "linen": ("LinearRegression", "_train_step", "train_epoch"),
-    "nnx": ("LinearRegression", "_train_step", "train_epoch"),
-    "equinox": ("LinearRegression", "_train_step", "train_epoch"),
-    "penzai": ("LinearRegression", "make_trainer", "_train_step", "train_epoch"),
+    "linen": ("LinearRegression", "_train_step", "split", "state_step"),
+    "nnx": ("LinearRegression", "_train_step", "split", "state_step"),
+    "equinox": ("LinearRegression", "_train_step", "split", "state_step"),
+    "penzai": ("LinearRegression", "loss_fn", "make_trainer", "split", "state_step"),
 }
 
 # Rows of the side-by-side table: (aspect, {library: how}), written for the pinned releases.
@@ -130,8 +132,15 @@ def parameters(library: str, model: Any) -> Any:
 
 def source_code(library: str) -> str:
     """The model class and train steps of `library`, as written in this package."""
-    module = get_library(library)
-    return "\n\n".join(inspect.getsource(getattr(module, name)) for name in SOURCE_NAMES[library])
+    module = get_library(library).module
+    pieces = [inspect.getsource(getattr(module, name)) for name in SOURCE_NAMES[library]]
+    # The textbook step is jitted where it is defined (`train_step = nnx.jit(_train_step)`);
+    # that line says which transform each library uses, so it follows the function.
+    jit_line = re.search(r"^train_step = .+$", inspect.getsource(module), re.MULTILINE)
+    if jit_line:
+        index = SOURCE_NAMES[library].index("_train_step")
+        pieces[index] = pieces[index] + "\n\n" + jit_line.group(0) + "\n"
+    return "\n\n".join(pieces)
 
 
 def library_sections(
@@ -231,8 +240,8 @@ def prediction_figure(comparison: Comparison):
     from matplotlib.figure import Figure
 
     dataset = comparison.dataset
-    truth = dataset.targets_to_original(dataset.y_test)
-    exact = dataset.targets_to_original(comparison.exact_weights.predict(dataset.x_test))
+    truth = dataset.scaling.targets_to_original(dataset.y_test)
+    exact = dataset.scaling.targets_to_original(comparison.exact_weights.predict(dataset.x_test))
     outputs = min(dataset.out_features, 4)
     figure = Figure(figsize=(4.2 * outputs, 4))
     axes = np.atleast_1d(figure.subplots(1, outputs))

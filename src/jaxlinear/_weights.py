@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxlinear._random import generator
+
 
 class LinearWeights(NamedTuple):
     """The canonical parameters of `y = x @ weight + bias`.
@@ -49,8 +51,9 @@ def initial_weights(in_features: int, out_features: int, *, seed: int) -> Linear
     """Shared starting point for cross-library comparisons, float32.
 
     LeCun-normal weight (flax's `Dense`/`nnx.Linear` default) and a zero bias, drawn with NumPy
-    so no library's own initialiser is favoured.
+    from the seed's own "initial_weights" stream, so no library's own initialiser is favoured
+    and the start is independent of the data (synthetic data has a stream of its own).
     """
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, "initial_weights")
     weight = rng.normal(scale=1.0 / np.sqrt(in_features), size=(in_features, out_features))
     return LinearWeights(weight.astype(np.float32), np.zeros(out_features, np.float32))

@@ -1,28 +1,52 @@
-"""The `jaxlinear` command line: argument parsing and printing only.
+"""The `jaxlinear` command line: argument parsing, and mapping errors to one line.
 
-Every command calls tested library functions. Errors the user can fix are printed as one
-line on stderr with exit code 2; they never show a traceback.
+Every command calls tested library functions. This module imports only the standard library
+and jaxlinear's light modules at start-up; jax, the four libraries, scikit-learn and
+matplotlib are imported by the command that needs them, so `--help` and a mistyped option
+answer at once. Errors the user can fix are printed as one line on stderr with exit code 2;
+they never show a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import math
+import os
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from jaxlinear import __version__
-from jaxlinear._data import BUILTIN_DATASETS, DataError
+from jaxlinear._config import BUILTIN_DATASETS, OPTIMIZERS, SCHEDULES, STEP_MODES, TrainConfig
+from jaxlinear._errors import ConfigError, JaxlinearError
 from jaxlinear._registry import LIBRARY_NAMES
-from jaxlinear._training import OPTIMIZERS, SCHEDULES, STEP_MODES, TrainConfig, TrainingDiverged
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 1
 DEFAULT_REPORT = "jaxlinear-report.html"
 DEFAULT_SHOW = "jaxlinear-model.html"
 
+# The core names settings by their field; the command line by its flags.
+FLAGS = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "learning_rate": "--lr",
+    "optimizer": "--optimizer",
+    "schedule": "--schedule",
+    "l2": "--l2",
+    "seed": "--seed",
+    "step_mode": "--step-mode",
+    "test_fraction": "--test-fraction",
+    "n_samples": "--samples",
+    "in_features": "--in-features",
+    "out_features": "--out-features",
+    "noise": "--noise",
+    "targets": "--target",
+}
 
-class UserError(Exception):
+
+class UserError(JaxlinearError):
     """Something the user can fix; printed as one line, exit code 2."""
 
 
@@ -39,7 +63,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"jaxlinear {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
 
+    compare = commands.add_parser(
+        "compare",
+        parents=[common],
+        help="train every library from the same start and compare them with the exact solution",
+        description="Trains the chosen libraries from the SAME initial weights on the SAME "
+        "batches and prints, for each, train/test MSE, test R², the largest weight error "
+        "against the closed-form solution, compile time and time per step.",
+    )
+    compare.add_argument(
+        "--libraries",
+        default=",".join(LIBRARY_NAMES),
+        metavar="NAMES",
+        help=f"comma-separated subset of {','.join(LIBRARY_NAMES)} (default: all)",
+    )
+    compare.set_defaults(handler=_run_compare)
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train one library and print its figures",
+        description="Trains one library and prints the same figures as compare.",
+    )
+    train.add_argument("--library", required=True, metavar="NAME", help="/".join(LIBRARY_NAMES))
+    train.add_argument(
+        "--save",
+        metavar="DIR",
+        help="save the trained model to DIR/model.safetensors (canonical W, b, the scaling and "
+        "the library name), which `jaxlinear show --load DIR` opens in any library",
+    )
+    train.set_defaults(handler=_run_train)
+
+    show = commands.add_parser(
+        "show",
+        help="render a model with treescope to an HTML page",
+        description="Renders a model with treescope: a freshly initialised model of --library, "
+        "or one saved by `jaxlinear train --save DIR` (--load DIR), opened in --library "
+        "(default: the library that trained it).",
+    )
+    show.add_argument("--library", metavar="NAME", help="/".join(LIBRARY_NAMES))
+    show.add_argument("--load", metavar="DIR", help="folder written by `jaxlinear train --save`")
+    show.add_argument("--in-features", type=int, default=3, help="new model: inputs (default: 3)")
+    show.add_argument("--out-features", type=int, default=1, help="new model: outputs (default: 1)")
+    show.add_argument("--seed", type=int, default=0, help="new model: initialisation seed")
+    show.add_argument(
+        "--output", default=DEFAULT_SHOW, metavar="PATH.html", help=f"(default: {DEFAULT_SHOW})"
+    )
+    show.set_defaults(handler=_run_show)
+
+    from jaxlinear.bench.options import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser(
+        "bench",
+        help="time every library's training paths against hand-written JAX",
+        description="Times each library's idiomatic step, fast step and fused loop against a "
+        "raw-JAX reference on a small and a large problem, interleaved in one process, plus "
+        "memory bandwidth, the closed form, scikit-learn and peak memory (docs/benchmarks.md).",
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=_run_bench)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """The data, training and output options of `compare` and `train`."""
     common = _Parser(add_help=False)
     data = common.add_argument_group("data")
     data.add_argument(
@@ -74,31 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)"
     )
     training.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="examples per step (default: the whole training set)",
+        "--batch-size", type=int, default=None, help="examples per step (default: all of them)"
     )
     training.add_argument(
-        "--lr",
-        type=float,
-        default=defaults.learning_rate,
-        help="learning rate (default: %(default)s)",
+        "--lr", type=float, default=defaults.learning_rate, help="learning rate (default: 0.1)"
     )
     training.add_argument(
-        "--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="(default: %(default)s)"
+        "--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="(default: adam)"
     )
     training.add_argument(
         "--schedule",
         choices=SCHEDULES,
         default=defaults.schedule,
-        help="learning-rate schedule (default: %(default)s, decaying to 0 over the run)",
+        help="learning-rate schedule (default: cosine, decaying to 0 over the run)",
     )
     training.add_argument(
         "--l2", type=float, default=0.0, help="ridge penalty on the weights (default: 0)"
     )
     training.add_argument(
-        "--seed", type=int, default=0, help="seeds split, batches and initial weights (default: 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="the one seed of the split, synthetic data, initial weights and batch order, each "
+        "drawn from its own stream (default: 0)",
     )
     training.add_argument(
         "--step-mode",
@@ -107,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fused: the steps of an epoch (or of several small epochs) in one compiled "
         "lax.scan; fast: one jitted step per batch in the library's low-overhead pattern "
         "(state split once, flat arrays in and out); idiomatic: the library's textbook jitted "
-        "step, called once per batch (default: %(default)s)",
+        "step, called once per batch (default: fused)",
     )
     output = common.add_argument_group("output")
     output.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
@@ -120,67 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"rendered by treescope, loss curves, predictions (default file: {DEFAULT_REPORT})",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    compare = commands.add_parser(
-        "compare",
-        parents=[common],
-        help="train every library from the same start and compare them with the exact solution",
-        description="Trains the chosen libraries from the SAME initial weights on the SAME "
-        "batches and prints, for each, train/test MSE, test R², the largest weight error "
-        "against the closed-form solution, compile time and time per step.",
-    )
-    compare.add_argument(
-        "--libraries",
-        default=",".join(LIBRARY_NAMES),
-        metavar="NAMES",
-        help=f"comma-separated subset of {','.join(LIBRARY_NAMES)} (default: all)",
-    )
-    compare.set_defaults(handler=_run_compare)
-
-    train = commands.add_parser(
-        "train",
-        parents=[common],
-        help="train one library and print its figures",
-        description="Trains one library and prints the same figures as compare.",
-    )
-    train.add_argument("--library", required=True, metavar="NAME", help="/".join(LIBRARY_NAMES))
-    train.add_argument(
-        "--save",
-        metavar="DIR",
-        help="save the trained model to DIR/model.safetensors (canonical W, b and the library "
-        "name), which `jaxlinear show --load DIR` opens in any library",
-    )
-    train.set_defaults(handler=_run_train)
-
-    show = commands.add_parser(
-        "show",
-        help="render a model with treescope to an HTML page",
-        description="Renders a model with treescope: a freshly initialised model of --library, "
-        "or one saved by `jaxlinear train --save DIR` (--load DIR), opened in --library "
-        "(default: the library that trained it).",
-    )
-    show.add_argument("--library", metavar="NAME", help="/".join(LIBRARY_NAMES))
-    show.add_argument("--load", metavar="DIR", help="folder written by `jaxlinear train --save`")
-    show.add_argument("--in-features", type=int, default=3, help="new model: inputs (default: 3)")
-    show.add_argument("--out-features", type=int, default=1, help="new model: outputs (default: 1)")
-    show.add_argument("--seed", type=int, default=0, help="new model: initialisation seed")
-    show.add_argument(
-        "--output", default=DEFAULT_SHOW, metavar="PATH.html", help=f"(default: {DEFAULT_SHOW})"
-    )
-    show.set_defaults(handler=_run_show)
-
-    from jaxlinear._bench import add_arguments as add_bench_arguments
-
-    bench = commands.add_parser(
-        "bench",
-        help="time every library's training paths against hand-written JAX",
-        description="Times each library's idiomatic step, fast step and fused loop against a "
-        "raw-JAX reference on a small and a large problem, interleaved in one process, plus "
-        "memory bandwidth, the closed form, scikit-learn and peak memory (docs/benchmarks.md).",
-    )
-    add_bench_arguments(bench)
-    bench.set_defaults(handler=_run_bench)
-    return parser
+    return common
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,16 +216,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in reports
     try:
         return args.handler(args)
-    except (UserError, DataError, TrainingDiverged, OSError) as error:
-        print(f"jaxlinear: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except ConfigError as error:
+        print(
+            f"jaxlinear: error: {FLAGS.get(error.field, error.field)} {error.problem}",
+            file=sys.stderr,
+        )
+    except (JaxlinearError, OSError) as error:
+        print(f"jaxlinear: error: {_in_flags(_one_line(error))}", file=sys.stderr)
+    except MemoryError:
+        print("jaxlinear: error: out of memory; use smaller data or --batch-size", file=sys.stderr)
     except KeyboardInterrupt:
         print("jaxlinear: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, not the user's input: one line, unless asked for more
+        if os.environ.get("JAXLINEAR_TRACEBACK"):
+            raise
+        print(
+            f"jaxlinear: internal error: {type(error).__name__}: {_one_line(error)} "
+            "(a bug in jaxlinear; set JAXLINEAR_TRACEBACK=1 to see where it happened)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    return EXIT_USAGE
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _in_flags(message: str) -> str:
+    """Names the flags where the core's message names config fields (`learning_rate`...)."""
+    for field in ("learning_rate", "batch_size", "step_mode", "test_fraction", "l2"):
+        message = re.sub(rf"(?<![\w-]){field}(?![\w-])", FLAGS[field], message)
+    return message
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from jaxlinear._bench import BenchOptionError, run_from_args
+    from jaxlinear.bench.options import BenchOptionError
+    from jaxlinear.bench.run import run_from_args
 
     try:
         return run_from_args(args)
@@ -218,63 +274,105 @@ def _run_train(args: argparse.Namespace) -> int:
 def _train_and_report(
     args: argparse.Namespace, libraries: list[str], *, show_weights: bool = False
 ) -> int:
-    from jaxlinear._io import check_writable, write_json_atomic, write_text_atomic
-
     config = _config_from(args)
     _check_libraries(libraries)
-    # Output paths are checked before any work, so a typo costs a second, not a training run.
-    json_path = check_writable(args.json) if args.json else None
-    report_path = check_writable(args.report) if args.report else None
-    save_dir = _check_save_dir(args.save) if getattr(args, "save", None) else None
+    save_dir = getattr(args, "save", None)
+    outputs = _check_outputs(args, save_dir)
     dataset = _load(args)
 
+    from jaxlinear import _console
+    from jaxlinear._cache import enable_compilation_cache
     from jaxlinear._compare import compare
+
+    enable_compilation_cache()
 
     with _epoch_progress(libraries, config.epochs, quiet=args.quiet) as on_epoch:
         comparison = compare(dataset, config, libraries, on_epoch=on_epoch)
-    _print_table(comparison)
-    if show_weights:
-        _print_weights(comparison)
-    if json_path is not None:
-        write_json_atomic(json_path, comparison.to_json())
-    if report_path is not None:
+    # Everything to write is made before anything is written, and then written together
+    # (`write_all_atomic`): a failure on the way leaves none of the files behind.
+    files = {}
+    if outputs.get("json"):
+        import json
+
+        text = json.dumps(comparison.to_json(), indent=2, allow_nan=False) + "\n"
+        files[outputs["json"]] = text.encode()
+    if outputs.get("report"):
         from jaxlinear._report import comparison_report
 
-        command = ["jaxlinear", *args.argv]
-        write_text_atomic(report_path, comparison_report(comparison, command=command))
-        print(f"report written to {report_path}", file=sys.stderr)
-    if save_dir is not None:
-        path = _save(save_dir, comparison, libraries[0])
-        print(f"model saved to {path}", file=sys.stderr)
+        report = comparison_report(comparison, command=["jaxlinear", *args.argv])
+        files[outputs["report"]] = report.encode()
+    if outputs.get("save"):
+        files[outputs["save"]] = _saved_model_bytes(comparison, libraries[0])
+    _console.print_table(comparison)
+    if show_weights:
+        _console.print_weights(comparison)
+    _console.warn_if_not_converged(comparison)
+    if files:
+        from jaxlinear._io import write_all_atomic
+
+        write_all_atomic(files)
+        for kind, path in outputs.items():
+            if path is not None and kind != "input":
+                print(f"{_WRITTEN[kind]} {path}", file=sys.stderr)
     return 0
 
 
-def _check_save_dir(folder: str):
-    from pathlib import Path
+_WRITTEN = {"json": "figures written to", "report": "report written to", "save": "model saved to"}
+
+
+def _check_outputs(args: argparse.Namespace, save_dir: str | None) -> dict[str, Path | None]:
+    """Checks every output path before any work: writable, and none clashing with another or
+    with the input file. Returns them by kind."""
+    from jaxlinear._io import check_writable
+    from jaxlinear._saved import FILE_NAME
+
+    outputs: dict[str, Path | None] = {
+        "json": check_writable(args.json) if args.json else None,
+        "report": check_writable(args.report) if args.report else None,
+        "save": _check_save_dir(save_dir) / FILE_NAME if save_dir else None,
+    }
+    flags = {"json": "--json", "report": "--report", "save": "--save"}
+    seen: dict[Path, str] = {}
+    if args.data not in BUILTIN_DATASETS:
+        seen[Path(args.data).resolve()] = "--data"
+    for kind, path in outputs.items():
+        if path is None:
+            continue
+        resolved = path.resolve()
+        if resolved in seen:
+            other = seen[resolved]
+            verb = "would overwrite the input data" if other == "--data" else f"and {other} name"
+            raise UserError(f"{flags[kind]} {verb} the same file {path}: choose another path")
+        seen[resolved] = flags[kind]
+    return outputs
+
+
+def _check_save_dir(folder: str) -> Path:
+    from jaxlinear._io import check_writable
+    from jaxlinear._saved import FILE_NAME
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--save {folder}: exists and is not a folder")
     if not folder.resolve().parent.is_dir():
         raise UserError(f"--save {folder}: its parent folder does not exist")
+    if folder.is_dir():
+        check_writable(folder / FILE_NAME)
+    else:
+        check_writable(folder)  # its parent must let us create it
     return folder
 
 
-def _save(folder, comparison, library: str):
-    from jaxlinear._saved import SavedModel, save
+def _saved_model_bytes(comparison, library: str) -> bytes:
+    from jaxlinear._saved import SavedModel, encode
 
-    dataset = comparison.dataset
-    return save(
-        folder,
+    return encode(
         SavedModel(
             library=library,
             weights=comparison.runs[library].weights,
-            x_mean=dataset.x_scaler.mean_,
-            x_scale=dataset.x_scaler.scale_,
-            y_mean=dataset.y_scaler.mean_,
-            y_scale=dataset.y_scaler.scale_,
-            dataset=dataset.name,
-        ),
+            scaling=comparison.dataset.scaling,
+            dataset=comparison.dataset.name,
+        )
     )
 
 
@@ -285,12 +383,9 @@ def _run_show(args: argparse.Namespace) -> int:
     if args.library is not None:
         _check_libraries([args.library])
     if args.load:
-        from jaxlinear._saved import SavedModelError, load
+        from jaxlinear._saved import load
 
-        try:
-            saved = load(args.load)
-        except SavedModelError as error:
-            raise UserError(error) from None
+        saved = load(args.load)
         library = args.library or saved.library
         description = (
             f"Trained in {saved.library} on {saved.dataset or 'unknown data'} "
@@ -304,15 +399,20 @@ def _run_show(args: argparse.Namespace) -> int:
     else:
         if args.library is None:
             raise UserError("name a library with --library NAME, or a saved model with --load DIR")
-        if args.in_features < 1 or args.out_features < 1:
-            raise UserError("--in-features and --out-features must be at least 1")
-        import jax
-
+        for flag, value in (
+            ("--in-features", args.in_features),
+            ("--out-features", args.out_features),
+        ):
+            if not 1 <= value <= 4096:
+                raise UserError(f"{flag} must be between 1 and 4096 for a page, got {value}")
+        from jaxlinear._config import check_seed
+        from jaxlinear._random import jax_key
         from jaxlinear._registry import get_library
 
+        check_seed(args.seed)
         library = args.library
         model = get_library(library).create(
-            args.in_features, args.out_features, key=jax.random.key(args.seed)
+            args.in_features, args.out_features, key=jax_key(args.seed)
         )
         description = (
             f"A freshly initialised {library} model, {args.in_features} -> {args.out_features}, "
@@ -326,7 +426,7 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def _config_from(args: argparse.Namespace) -> TrainConfig:
-    config = TrainConfig(
+    return TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -335,12 +435,7 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
         l2=args.l2,
         seed=args.seed,
         step_mode=args.step_mode,
-    )
-    try:
-        config.validate()
-    except ValueError as error:
-        raise UserError(error) from None
-    return config
+    ).validate()
 
 
 def _check_libraries(libraries: list[str]) -> None:
@@ -352,13 +447,16 @@ def _check_libraries(libraries: list[str]) -> None:
             f"unknown library {', '.join(map(repr, unknown))}: "
             f"use one of {', '.join(LIBRARY_NAMES)}"
         )
+    repeated = sorted({name for name in libraries if libraries.count(name) > 1})
+    if repeated:
+        raise UserError(f"--libraries names {', '.join(repeated)} more than once")
 
 
 def _load(args: argparse.Namespace):
-    from jaxlinear._data import load_dataset
+    if args.target and args.data in BUILTIN_DATASETS:
+        raise UserError(f"--target is for CSV files; {args.data} has its own targets")
+    from jaxlinear.data import load_dataset
 
-    if not 0 < args.test_fraction < 1:
-        raise UserError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     return load_dataset(
         args.data,
         targets=tuple(args.target),
@@ -374,11 +472,9 @@ def _load(args: argparse.Namespace):
 @contextlib.contextmanager
 def _epoch_progress(libraries: list[str], epochs: int, *, quiet: bool):
     """Yields `on_epoch(library, epochs_done, loss)` driving one bar per library, or `None`."""
-    from rich.progress import TextColumn
-
     from jaxlinear._progress import progress_bar
 
-    with progress_bar(TextColumn("epochs  loss {task.fields[loss]}"), quiet=quiet) as bar:
+    with progress_bar("epochs  loss {task.fields[loss]}", quiet=quiet) as bar:
         if bar is None:
             yield None
             return
@@ -388,74 +484,6 @@ def _epoch_progress(libraries: list[str], epochs: int, *, quiet: bool):
             bar.update(tasks[library], completed=epochs_done, loss=f"{loss:.6g}")
 
         yield on_epoch
-
-
-def _print_table(comparison) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    dataset = comparison.dataset.summary()
-    table = Table(
-        title=f"{dataset['name']}: {dataset['n_train']} train / {dataset['n_test']} test rows, "
-        f"{dataset['in_features']} -> {dataset['out_features']}"
-    )
-    for column in (
-        "library",
-        "train MSE",
-        "test MSE",
-        "test R²",
-        "max |W - W*|",
-        "compile s",
-        "ms/step",
-    ):
-        table.add_column(column, justify="left" if column == "library" else "right")
-    exact = comparison.exact
-    table.add_row(
-        "exact",
-        _fmt(exact["train_mse"]),
-        _fmt(exact["test_mse"]),
-        _fmt(exact["test_r2"], 6),
-        "0",
-        "-",
-        "-",
-        style="bold",
-    )
-    for name, run in comparison.runs.items():
-        m = run.metrics
-        table.add_row(
-            name,
-            _fmt(m["train_mse"]),
-            _fmt(m["test_mse"]),
-            _fmt(m["test_r2"], 6),
-            f"{m['max_abs_weight_error']:.2e}",
-            f"{m['compile_seconds']:.2f}",
-            _fmt(m["ms_per_step"], 3),
-        )
-    Console(width=120).print(table)
-
-
-def _print_weights(comparison) -> None:
-    """Trained and exact weights on the original scale of the data, one row per feature."""
-    from rich.console import Console
-    from rich.table import Table
-
-    weights = comparison.weights_original_scale()
-    (library,) = comparison.runs
-    table = Table(title=f"{library} weights on the original scale (exact in brackets)")
-    table.add_column("feature")
-    for target in weights["target_names"]:
-        table.add_column(target, justify="right")
-    trained, exact = weights[library], weights["exact"]
-    rows = [*zip(weights["feature_names"], trained["W"], exact["W"], strict=True)]
-    rows.append(("(bias)", trained["b"], exact["b"]))
-    for feature, values, exact_values in rows:
-        cells = [f"{v:.6g} [{e:.6g}]" for v, e in zip(values, exact_values, strict=True)]
-        table.add_row(feature, *cells)
-    Console(width=120).print(table)
-
-
-def _fmt(value: float, digits: int = 6) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}g}"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every loader returns a `Dataset` whose arrays are standardised with statistics of the
 training split only, so that all four libraries and the exact solver see the very same
-numbers. Scalers are kept so predictions and weights can be reported on the original scale.
+numbers. Its `scaling` maps predictions and weights back to the original scale.
 """
 
 from __future__ import annotations
@@ -11,16 +11,18 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
+from jaxlinear._config import BUILTIN_DATASETS as BUILTIN_DATASETS
+from jaxlinear._csv import read_table
+from jaxlinear._errors import ConfigError
+from jaxlinear._errors import DataError as DataError
+from jaxlinear._random import generator
+from jaxlinear._scaling import Scaling
 from jaxlinear._weights import LinearWeights
 
-BUILTIN_DATASETS = ("diabetes", "linnerud", "synthetic")
-
-
-class DataError(ValueError):
-    """The input data cannot be used; the message says what is wrong and how to fix it."""
+# Synthetic data beyond this many float64 values would not fit this project's 24 GiB
+# machines twice over (the data, then its standardised copy).
+MAX_SYNTHETIC_VALUES = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +35,7 @@ class Dataset:
       y_train: `[n_train, out_features]` standardised targets, float64.
       x_test: `[n_test, in_features]`, scaled with the training statistics.
       y_test: `[n_test, out_features]`, scaled with the training statistics.
-      feature_names, target_names: column names, `in_features` and `out_features` long.
-      x_scaler, y_scaler: fitted `StandardScaler`s that map the original scale to this one.
+      scaling: the training split's means and scales, with the feature and target names.
       true_weights: for synthetic data, the weights that generated it (original scale).
     """
 
@@ -43,10 +44,7 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    feature_names: tuple[str, ...]
-    target_names: tuple[str, ...]
-    x_scaler: StandardScaler
-    y_scaler: StandardScaler
+    scaling: Scaling
     true_weights: LinearWeights | None = None
 
     @property
@@ -57,21 +55,13 @@ class Dataset:
     def out_features(self) -> int:
         return self.y_train.shape[1]
 
-    def targets_to_original(self, y: np.ndarray) -> np.ndarray:
-        """Maps standardised targets `[n, out_features]` back to the original scale."""
-        return self.y_scaler.inverse_transform(np.asarray(y, dtype=np.float64))
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.scaling.feature_names
 
-    def weights_to_original(self, weights: LinearWeights) -> LinearWeights:
-        """Maps weights fitted on standardised data to weights on the original scale.
-
-        With `x_std = (x - mx) / sx` and `y = y_std * sy + my`, the model
-        `y_std = x_std @ W + b` is `y = x @ (W * sy / sx[:, None]) + (b * sy + my - mx @ W')`.
-        """
-        sx, mx = self.x_scaler.scale_, self.x_scaler.mean_
-        sy, my = self.y_scaler.scale_, self.y_scaler.mean_
-        weight = np.asarray(weights.weight, np.float64) * sy[None, :] / sx[:, None]
-        bias = np.asarray(weights.bias, np.float64) * sy + my - mx @ weight
-        return LinearWeights(weight, bias)
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return self.scaling.target_names
 
     def summary(self) -> dict:
         """The data set's name and shape, as written into reports and JSON."""
@@ -99,8 +89,9 @@ def load_dataset(
 
     Args:
       source: a built-in name or the path of a CSV file with a header row.
-      targets: CSV target column names (required for CSV, ignored otherwise).
-      seed: seeds the train/test split (and the synthetic data).
+      targets: CSV target column names (required for CSV, ignored otherwise); every other
+        column is a feature (see `jaxlinear._csv.read_table` for what a CSV must be).
+      seed: the one seed; the split and the synthetic data each use their own stream of it.
       test_fraction: share of rows held out for testing.
       n_samples, in_features, out_features, noise: sizes and noise standard deviation of the
         synthetic data; ignored for the other sources.
@@ -124,7 +115,11 @@ def load_dataset(
         feature_names = tuple(f"x{i}" for i in range(in_features))
         target_names = tuple(f"y{i}" for i in range(out_features))
     elif source.lower().endswith(".csv") or Path(source).exists():
-        x, y, feature_names, target_names = load_csv(source, targets)
+        if not targets:
+            raise ConfigError("targets", f"must name the target column(s) of {source}")
+        table = read_table(source, targets)
+        x, y = table.features, table.targets
+        feature_names, target_names = table.feature_names, table.target_names
     else:
         raise DataError(
             f"unknown dataset {source!r}: use one of {', '.join(BUILTIN_DATASETS)} "
@@ -155,7 +150,9 @@ def split_and_standardise(
 ) -> Dataset:
     """Splits `x: [n, in]`, `y: [n, out]` with a seeded shuffle and standardises both.
 
-    The scalers are fitted on the training rows only, so no test statistic leaks into training.
+    `ceil(test_fraction * n)` rows are held out (scikit-learn's `train_test_split` rule),
+    drawn from the seed's own "split" stream. The scaling is fitted on the training rows
+    only, so no test statistic leaks into training.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -163,23 +160,28 @@ def split_and_standardise(
         y = y[:, None]
     _check_finite(x, feature_names, "feature")
     _check_finite(y, target_names, "target")
-    if x.shape[0] < 2:
-        raise DataError(f"{name}: need at least 2 rows to split into train and test, got {len(x)}")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, shuffle=True
+    if not (isinstance(test_fraction, int | float) and 0 < test_fraction < 1):
+        raise ConfigError("test_fraction", f"must be between 0 and 1, got {test_fraction}")
+    n_test = int(np.ceil(test_fraction * len(x)))
+    n_train = len(x) - n_test
+    if n_train < 2 or n_test < 1:
+        raise DataError(
+            f"{name}: {len(x)} rows split with test_fraction {test_fraction:g} leave "
+            f"{n_train} for training and {n_test} for testing; need at least 2 and 1 "
+            "(more rows, or another test_fraction)"
+        )
+    order = generator(seed, "split").permutation(len(x))
+    train, test = order[:n_train], order[n_train:]
+    scaling = Scaling.fit(
+        x[train], y[train], feature_names=tuple(feature_names), target_names=tuple(target_names)
     )
-    x_scaler = StandardScaler().fit(x_train)
-    y_scaler = StandardScaler().fit(y_train)
     return Dataset(
         name=name,
-        x_train=x_scaler.transform(x_train),
-        y_train=y_scaler.transform(y_train),
-        x_test=x_scaler.transform(x_test),
-        y_test=y_scaler.transform(y_test),
-        feature_names=tuple(feature_names),
-        target_names=tuple(target_names),
-        x_scaler=x_scaler,
-        y_scaler=y_scaler,
+        x_train=scaling.features(x[train]),
+        y_train=scaling.targets(y[train]),
+        x_test=scaling.features(x[test]),
+        y_test=scaling.targets(y[test]),
+        scaling=scaling,
         true_weights=true_weights,
     )
 
@@ -187,62 +189,35 @@ def split_and_standardise(
 def make_synthetic(
     *, n_samples: int, in_features: int, out_features: int, noise: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, LinearWeights]:
-    """Draws `x: [n, in]` and `y = x @ W + b + noise * eps: [n, out]` with known `W`, `b`."""
-    if n_samples < 2 or in_features < 1 or out_features < 1:
-        raise DataError(
-            "synthetic data needs --samples >= 2, --in-features >= 1 and --out-features >= 1"
+    """Draws `x: [n, in]` and `y = x @ W + b + noise * eps: [n, out]` with known `W`, `b`.
+
+    The data comes from the seed's "synthetic" stream, which no other purpose uses (the
+    initial weights have their own), so a model never starts on the true weights by chance.
+    """
+    for field, value, low in (
+        ("n_samples", n_samples, 2),
+        ("in_features", in_features, 1),
+        ("out_features", out_features, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(
+                field, f"must be an integer >= {low} for synthetic data, got {value!r}"
+            )
+    if n_samples * (in_features + out_features) > MAX_SYNTHETIC_VALUES:
+        raise ConfigError(
+            "n_samples",
+            f"x (in_features + out_features) = {n_samples * (in_features + out_features):,} "
+            f"values is more than the {MAX_SYNTHETIC_VALUES:,} that fit in memory here; "
+            "make the synthetic data smaller",
         )
-    if not np.isfinite(noise) or noise < 0:
-        raise DataError(f"--noise must be a finite number >= 0, got {noise}")
-    rng = np.random.default_rng(seed)
+    if not (isinstance(noise, int | float) and np.isfinite(noise) and noise >= 0):
+        raise ConfigError("noise", f"must be a finite number >= 0, got {noise}")
+    rng = generator(seed, "synthetic")
     weight = rng.normal(size=(in_features, out_features))
     bias = rng.normal(size=(out_features,))
     x = rng.normal(size=(n_samples, in_features))
     y = x @ weight + bias + noise * rng.normal(size=(n_samples, out_features))
     return x, y, LinearWeights(weight, bias)
-
-
-def load_csv(
-    path: str | Path, targets: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
-    """Reads a CSV file with a header row; `targets` name the target columns.
-
-    Every other column is a feature and must be numeric.
-    """
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    if not targets:
-        raise DataError(f"{path}: name the target column(s) with --target COLUMN")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot be read as CSV ({error})") from None
-    frame.columns = [str(column).strip() for column in frame.columns]
-    missing = [t for t in targets if t not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{path}: no target column {', '.join(map(repr, missing))}; "
-            f"columns are {', '.join(map(repr, frame.columns))}"
-        )
-    features = tuple(c for c in frame.columns if c not in targets)
-    if not features:
-        raise DataError(f"{path}: no feature columns left after removing the targets")
-    for column in (*features, *targets):
-        if not pd.api.types.is_numeric_dtype(frame[column]):
-            kind = "feature" if column in features else "target"
-            raise DataError(
-                f"{path}: {kind} column {column!r} is not numeric "
-                "(remove it or encode it as numbers)"
-            )
-    return (
-        frame[list(features)].to_numpy(np.float64),
-        frame[list(targets)].to_numpy(np.float64),
-        features,
-        tuple(targets),
-    )
 
 
 def _check_finite(values: np.ndarray, names: tuple[str, ...], kind: str) -> None:
@@ -256,15 +231,38 @@ def _check_finite(values: np.ndarray, names: tuple[str, ...], kind: str) -> None
         )
 
 
-def _load_diabetes():
-    from sklearn.datasets import load_diabetes
+# scikit-learn ships these data sets as small text files. Importing `sklearn.datasets` to read
+# them costs ~1 s here (it imports scipy), more than the rest of `jaxlinear compare`'s start,
+# so the files are read directly; a test checks the result equals scikit-learn's loaders.
+DIABETES_FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
 
-    bunch = load_diabetes()
-    return bunch.data, bunch.target, tuple(bunch.feature_names), ("progression",)
+
+def _load_diabetes():
+    """The diabetes data in its raw units (scikit-learn's `load_diabetes(scaled=False)`): age in
+    years, BMI, blood pressure, six blood serum measurements; the target is disease
+    progression one year later."""
+    x = np.loadtxt(_sklearn_data_file("diabetes_data_raw.csv.gz"))
+    y = np.loadtxt(_sklearn_data_file("diabetes_target.csv.gz"))
+    return x, y, DIABETES_FEATURES, ("progression",)
 
 
 def _load_linnerud():
-    from sklearn.datasets import load_linnerud
+    """Three exercises (features) and three physiological measurements (targets) of 20 men."""
+    columns = []
+    for name in ("linnerud_exercise.csv", "linnerud_physiological.csv"):
+        path = _sklearn_data_file(name)
+        with path.open(encoding="utf-8") as file:
+            header = tuple(file.readline().split())
+        columns.append((np.loadtxt(path, skiprows=1), header))
+    (x, feature_names), (y, target_names) = columns
+    return x, y, feature_names, target_names
 
-    bunch = load_linnerud()
-    return bunch.data, bunch.target, tuple(bunch.feature_names), tuple(bunch.target_names)
+
+def _sklearn_data_file(name: str) -> Path:
+    """A data file bundled with scikit-learn, found without importing scikit-learn."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("scikit-learn is not installed: it ships the built-in data sets")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
