@@ -124,3 +124,38 @@ def test_config_errors_name_the_field(changes, field):
         dataclasses.replace(TrainConfig(), **changes).validate()
     assert caught.value.field == field
     assert str(caught.value).startswith(field)
+
+
+@pytest.mark.parametrize("step_mode", STEP_MODES)
+@pytest.mark.parametrize("name", LIBRARY_NAMES)
+def test_a_resumed_run_ends_with_the_same_weights(linnerud, name, step_mode):
+    library = get_library(name)
+    x, y = linnerud.x_train, linnerud.y_train
+    start = library.from_canonical(initial_weights(3, 3, seed=0))
+    config = TrainConfig(epochs=12, batch_size=4, step_mode=step_mode, seed=3)
+    saved = []
+    whole = library.fit(start, x, y, config, checkpoint_every=4, on_checkpoint=saved.append)
+    assert [state.step for state in saved] == [16, 32, 48]
+    # Resume from the epoch-4 state, as if the run had been killed after saving it; the model
+    # passed in only gives the shapes.
+    other = library.create(3, 3, key=jax.random.key(9))
+    resumed = library.fit(other, x, y, config, start=saved[0], checkpoint_every=4)
+    np.testing.assert_array_equal(
+        library.to_canonical(resumed.model).weight, library.to_canonical(whole.model).weight
+    )
+    np.testing.assert_array_equal(resumed.losses, whole.losses[16:])
+    assert resumed.state.step == whole.state.step == 48
+
+
+def test_a_start_that_does_not_fit_is_refused(linnerud):
+    from jaxlinear import ConfigError
+
+    library = get_library("nnx")
+    model = library.create(3, 3, key=jax.random.key(0))
+    config = TrainConfig(epochs=4, batch_size=4)
+    result = library.fit(model, linnerud.x_train, linnerud.y_train, config)
+    with pytest.raises(ConfigError, match="not the end of an epoch before the last"):
+        library.fit(model, linnerud.x_train, linnerud.y_train, config, start=result.state)
+    foreign = dataclasses.replace(result.state, library="penzai", step=4)
+    with pytest.raises(ConfigError, match="saved by penzai, not nnx"):
+        library.fit(model, linnerud.x_train, linnerud.y_train, config, start=foreign)

@@ -68,12 +68,13 @@ class Library:
         weights.check_shapes()
         return self.module.from_canonical(weights)
 
-    def fit(self, model: Any, x, y, config, *, on_epoch=None):
-        """Trains a copy of `model` (see `jaxlinear.training.fit`); returns a `FitResult`."""
+    def fit(self, model: Any, x, y, config, **options):
+        """Trains a copy of `model`; returns a `FitResult`. `options` are those of
+        `jaxlinear.training.fit` (`on_epoch`, `start`, `checkpoint_every`, `on_checkpoint`)."""
         from jaxlinear.training import fit
 
         self.check_model(model, "fit")
-        return fit(self.module, model, x, y, config, on_epoch=on_epoch)
+        return fit(self.module, model, x, y, config, **options)
 
     def check_model(self, model: Any, function: str) -> None:
         """Raises `WrongLibraryError` unless `model` is this library's model."""

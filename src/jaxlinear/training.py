@@ -22,6 +22,7 @@ The state it carries is always an explicit value (`TrainingState`), in every ste
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,7 @@ from jaxlinear._config import (
 from jaxlinear._config import (
     TrainConfig as TrainConfig,
 )
-from jaxlinear._errors import DataError, TrainingDiverged, TrainingFailed
+from jaxlinear._errors import ConfigError, DataError, TrainingDiverged, TrainingFailed
 from jaxlinear._random import generator
 
 ProgressFn = Callable[[int, float], None]
@@ -293,29 +294,63 @@ def fit(
     config: TrainConfig,
     *,
     on_epoch: ProgressFn | None = None,
+    start: TrainingState | None = None,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[TrainingState], None] | None = None,
 ) -> FitResult:
     """Trains a copy of `model` with optax on `x: [n, in_features]`, `y: [n, out_features]`.
 
     Args:
       library: a library module (see this module's docstring) or a registered `Library`.
-      model: that library's model; it is left untouched.
+      model: that library's model; it is left untouched. When resuming, any model of the same
+        shapes (its values are replaced by `start`'s).
       config: the batches, epochs, optimizer and step mode.
       on_epoch: called after each epoch with `(epochs_done, last_loss)`.
+      start: resume from this state (its `arrays` and `step`; `static` may be `None`): the
+        run continues at the epoch it reached, with the same batch order and optimizer
+        state, and ends with the same weights as a run that was never interrupted and used
+        the same `checkpoint_every`.
+      checkpoint_every: call `on_checkpoint` every this many epochs (and at the end).
+      on_checkpoint: receives the `TrainingState` at those epochs, e.g. to save it.
 
     Raises:
-      ConfigError: an invalid setting.
+      ConfigError: an invalid setting, or a `start` that does not fit the run.
       DataError: `x` or `y` has the wrong shape or a non-finite value.
       TrainingDiverged: the loss became NaN or infinite (the hint names the likely cause).
       TrainingFailed: the final objective is above the starting one.
     """
     library = getattr(library, "module", library)
     config.validate()
+    if checkpoint_every is not None:
+        _check_positive_int("checkpoint_every", checkpoint_every)
     x, y = _checked_data(x, y)
     optimizer = make_optimizer(config, len(x))
     training = library.init_training(model, optimizer)
+    steps = steps_per_epoch(len(x), config.batch_size)
+    first_epoch = 0
+    if start is not None:
+        first_epoch = _resume_epoch(start, library.NAME, steps, config.epochs)
+        static, fresh = library.split(training)
+        training = library.merge(static, _with_leaves_of(start.arrays, fresh))
     initial_objective = _objective(library, library.model_of(training), x, y, config.l2)
     drive = runner(library, training, config)
-    state, losses, compile_seconds, ms_per_step = run_epochs(drive, x, y, config, on_epoch)
+
+    def checkpoint(state, epochs_done: int) -> None:
+        static, arrays = library.split(drive.finish(state))
+        # A snapshot: nnx and penzai go on updating their objects in place after this.
+        arrays = jax.tree.map(lambda leaf: leaf, arrays)
+        on_checkpoint(TrainingState(library.NAME, static, arrays, epochs_done * steps))
+
+    state, losses, compile_seconds, ms_per_step = run_epochs(
+        drive,
+        x,
+        y,
+        config,
+        on_epoch,
+        first_epoch=first_epoch,
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=checkpoint if on_checkpoint is not None else None,
+    )
     training = drive.finish(state)
     trained = library.model_of(training)
     final_objective = _objective(library, trained, x, y, config.l2)
@@ -326,7 +361,7 @@ def fit(
             f"{config.learning_rate:g}; {_likely_cause(config)}"
         )
     static, arrays = library.split(training)
-    state = TrainingState(library.NAME, static, arrays, step=len(losses))
+    state = TrainingState(library.NAME, static, arrays, step=config.epochs * steps)
     return FitResult(
         model=trained,
         training=training,
@@ -337,6 +372,42 @@ def fit(
         compile_seconds=compile_seconds,
         ms_per_step=ms_per_step,
     )
+
+
+def _resume_epoch(start: TrainingState, library: str, steps: int, epochs: int) -> int:
+    """The epoch a run resumed from `start` begins at; raises `ConfigError` if it cannot."""
+    if start.library != library:
+        raise ConfigError("start", f"was saved by {start.library}, not {library}")
+    if start.step % steps or not 0 <= start.step // steps < epochs:
+        raise ConfigError(
+            "start",
+            f"is at step {start.step}, which is not the end of an epoch before the last of "
+            f"this run ({epochs} epochs of {steps} steps)",
+        )
+    return start.step // steps
+
+
+def _with_leaves_of(saved: Any, fresh: Any) -> Any:
+    """`fresh`'s structure holding `saved`'s arrays.
+
+    A resumed run builds its static part anew (a new optax transformation, a new graph
+    definition), which the saved structure's metadata would not match; the arrays are what
+    carry the state. Raises `ConfigError` unless they match in number, shape and kind (integer
+    or float: a step count saved as int32 may start life as a Python int).
+    """
+    saved_leaves, fresh_leaves = jax.tree.leaves(saved), jax.tree.leaves(fresh)
+    shapes = [(np.shape(leaf), np.asarray(leaf).dtype.kind) for leaf in saved_leaves]
+    expected = [(np.shape(leaf), np.asarray(leaf).dtype.kind) for leaf in fresh_leaves]
+    if shapes != expected:
+        raise ConfigError(
+            "start", f"holds arrays {shapes} where this model and optimizer have {expected}"
+        )
+    return jax.tree.unflatten(jax.tree.structure(fresh), saved_leaves)
+
+
+def _check_positive_int(field: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(field, f"must be a positive integer, got {value!r}")
 
 
 def _checked_data(x, y) -> tuple[jax.Array, jax.Array]:
@@ -368,27 +439,43 @@ def _objective(library, model, x, y, l2: float) -> float:
     return objective(library.to_canonical(model), np.asarray(x), np.asarray(y), l2=l2)
 
 
-def run_epochs(drive: Runner, x, y, config: TrainConfig, on_epoch: ProgressFn | None):
-    """Runs every epoch of `drive` (from `runner`) on device arrays `x`, `y`, in groups (see
-    `epochs_per_call`), checking each group's losses.
+def run_epochs(
+    drive: Runner,
+    x,
+    y,
+    config: TrainConfig,
+    on_epoch: ProgressFn | None,
+    *,
+    first_epoch: int = 0,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[Any, int], None] | None = None,
+):
+    """Runs epochs `first_epoch ..` of `drive` (from `runner`) on device arrays `x`, `y`, in
+    groups (see `epochs_per_call`), checking each group's losses.
 
     In `fused` mode a group is one compiled call; in the per-step modes it is one Python loop,
     and the host waits for the device only at the end of a group, so a small step's dispatch
     overlaps the previous step's work. The first group is not part of the steady time per
     step: it pays for compilation, timed alone as the first step in the per-step modes.
+    With `checkpoint_every`, groups never straddle a checkpoint, and a resumed run groups its
+    epochs as the uninterrupted run did (so the same compiled programs run the same steps);
+    `on_checkpoint(state, epochs_done)` is called at every multiple and at the end.
 
-    Returns `(state, losses [epochs * steps], compile_seconds, ms_per_step)`.
+    Returns `(state, losses [epochs run * steps], compile_seconds, ms_per_step)`.
     """
     n_examples, in_features = x.shape
     steps = steps_per_epoch(n_examples, config.batch_size)
     rows = min(config.batch_size or n_examples, n_examples)
-    per_call = epochs_per_call(config.epochs, steps, rows * in_features)
+    period = (
+        config.epochs if checkpoint_every is None else math.gcd(config.epochs, checkpoint_every)
+    )
+    per_call = epochs_per_call(period, steps, rows * in_features)
     state, epoch_losses, call_seconds, first_step_seconds = drive.state, [], [], None
-    for first_epoch in range(0, config.epochs, per_call):
+    for group_start in range(first_epoch, config.epochs, per_call):
         indices = np.concatenate(
             [
                 epoch_order(n_examples, config.batch_size, config.seed, epoch)
-                for epoch in range(first_epoch, first_epoch + per_call)
+                for epoch in range(group_start, group_start + per_call)
             ]
         )
         start = time.perf_counter()
@@ -405,11 +492,16 @@ def run_epochs(drive: Runner, x, y, config: TrainConfig, on_epoch: ProgressFn | 
         losses = np.asarray([np.asarray(loss) for loss in losses] if drive.per_step else losses)
         losses = losses.astype(np.float32)
         call_seconds.append(time.perf_counter() - start)
-        _check_finite(losses, first_epoch * steps, config)
+        _check_finite(losses, group_start * steps, config)
         epoch_losses.append(losses)
         if on_epoch is not None:
             for epoch in range(per_call):
-                on_epoch(first_epoch + epoch + 1, float(losses[(epoch + 1) * steps - 1]))
+                on_epoch(group_start + epoch + 1, float(losses[(epoch + 1) * steps - 1]))
+        epochs_done = group_start + per_call
+        if on_checkpoint is not None and (
+            epochs_done % checkpoint_every == 0 or epochs_done == config.epochs
+        ):
+            on_checkpoint(state, epochs_done)
     compile_seconds, ms_per_step = _split_timings(
         call_seconds, per_call * steps, first_step_seconds
     )
