@@ -159,3 +159,50 @@ def test_a_start_that_does_not_fit_is_refused(linnerud):
     foreign = dataclasses.replace(result.state, library="penzai", step=4)
     with pytest.raises(ConfigError, match="saved by penzai, not nnx"):
         library.fit(model, linnerud.x_train, linnerud.y_train, config, start=foreign)
+
+
+def _weights(n, seed=0):
+    return np.random.default_rng(seed).uniform(0.0, 3.0, size=n)
+
+
+@pytest.mark.parametrize("name", LIBRARY_NAMES)
+def test_sample_weights_reach_the_weighted_optimum(diabetes, name):
+    from jaxlinear import least_squares
+
+    x, y = diabetes.x_train, diabetes.y_train
+    weights = _weights(len(x))
+    exact = least_squares(x, y, sample_weight=weights, l2=0.05)
+    unweighted = least_squares(x, y, l2=0.05)
+    library = get_library(name)
+    start = library.from_canonical(initial_weights(10, 1, seed=0))
+    result = library.fit(start, x, y, TrainConfig(l2=0.05), sample_weight=weights)
+    trained = library.to_canonical(result.model)
+    # Converged adam on standardised data ends within ~1e-5 of the optimum (see README);
+    # the weighted optimum is ~1e-1 away from the unweighted one, so this tells them apart.
+    np.testing.assert_allclose(trained.weight, exact.weight, atol=1e-4)
+    assert np.abs(exact.weight - unweighted.weight).max() > 1e-2
+
+
+def test_weighted_least_squares_matches_scikit_learn(diabetes):
+    from sklearn.linear_model import LinearRegression, Ridge
+
+    from jaxlinear import least_squares
+
+    x, y, weights = diabetes.x_train, diabetes.y_train, _weights(len(diabetes.x_train), 1)
+    ours = least_squares(x, y, sample_weight=weights)
+    theirs = LinearRegression().fit(x, y[:, 0], sample_weight=weights)
+    np.testing.assert_allclose(ours.weight[:, 0], theirs.coef_, rtol=1e-9, atol=1e-12)
+    # Ridge minimises sum(w r^2) + alpha ||W||^2: alpha = l2 * sum(w) is this objective x 2n/sum(w).
+    ours = least_squares(x, y, sample_weight=weights, l2=0.3)
+    theirs = Ridge(alpha=0.3 * weights.sum()).fit(x, y[:, 0], sample_weight=weights)
+    np.testing.assert_allclose(ours.weight[:, 0], theirs.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.bias, [theirs.intercept_], rtol=1e-9, atol=1e-12)
+
+
+def test_bad_sample_weights_are_refused(linnerud):
+    library = get_library("linen")
+    model = library.create(3, 3, key=jax.random.key(0))
+    x, y = linnerud.x_train, linnerud.y_train
+    for bad in (np.zeros(len(x)), -np.ones(len(x)), np.ones(3), np.full(len(x), np.nan)):
+        with pytest.raises(DataError, match="sample_weight must"):
+            library.fit(model, x, y, TrainConfig(epochs=2), sample_weight=bad)

@@ -70,7 +70,8 @@ class Library:
 
     def fit(self, model: Any, x, y, config, **options):
         """Trains a copy of `model`; returns a `FitResult`. `options` are those of
-        `jaxlinear.training.fit` (`on_epoch`, `start`, `checkpoint_every`, `on_checkpoint`)."""
+        `jaxlinear.training.fit` (`on_epoch`, `start`, `checkpoint_every`, `on_checkpoint`,
+        `sample_weight`)."""
         from jaxlinear.training import fit
 
         self.check_model(model, "fit")

@@ -51,8 +51,10 @@ class Scaling:
         *,
         feature_names: tuple[str, ...] | None = None,
         target_names: tuple[str, ...] | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> Scaling:
-        """Means and standard deviations of `x: [n, in]` and `y: [n, out]` (float64).
+        """Means and standard deviations of `x: [n, in]` and `y: [n, out]` (float64), weighted
+        by `sample_weight: [n]` when given (as scikit-learn's `StandardScaler` weighs them).
 
         Raises `DataError` when a column's values are too large for its variance to be a
         finite float64 (rescale that column first).
@@ -60,8 +62,8 @@ class Scaling:
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         feature_names = feature_names or tuple(f"x{i}" for i in range(x.shape[1]))
         target_names = target_names or tuple(f"y{i}" for i in range(y.shape[1]))
-        x_mean, x_scale = _mean_and_scale(x, feature_names, "feature")
-        y_mean, y_scale = _mean_and_scale(y, target_names, "target")
+        x_mean, x_scale = _mean_and_scale(x, feature_names, "feature", sample_weight)
+        y_mean, y_scale = _mean_and_scale(y, target_names, "target", sample_weight)
         return cls(x_mean, x_scale, y_mean, y_scale, feature_names, target_names)
 
     @property
@@ -117,10 +119,15 @@ class Scaling:
         return values
 
 
-def _mean_and_scale(values: np.ndarray, names, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def _mean_and_scale(
+    values: np.ndarray, names, kind: str, sample_weight=None
+) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = values.mean(axis=0)
-        scale = values.std(axis=0)
+        if sample_weight is None:
+            mean, scale = values.mean(axis=0), values.std(axis=0)
+        else:
+            mean = np.average(values, axis=0, weights=sample_weight)
+            scale = np.sqrt(np.average((values - mean) ** 2, axis=0, weights=sample_weight))
     bad = ~(np.isfinite(mean) & np.isfinite(scale))
     if bad.any():
         column = names[int(np.argmax(bad))]

@@ -15,7 +15,9 @@ from jaxlinear._weights import LinearWeights
 GRAM_CONDITION_LIMIT = 1e8
 
 
-def least_squares(x: np.ndarray, y: np.ndarray, *, l2: float = 0.0) -> LinearWeights:
+def least_squares(
+    x: np.ndarray, y: np.ndarray, *, l2: float = 0.0, sample_weight: np.ndarray | None = None
+) -> LinearWeights:
     """Minimises the training objective exactly.
 
     The objective is the one every library trains on:
@@ -27,15 +29,25 @@ def least_squares(x: np.ndarray, y: np.ndarray, *, l2: float = 0.0) -> LinearWei
       x: `[n, in_features]`.
       y: `[n, out_features]`.
       l2: ridge penalty; 0 gives ordinary least squares (minimum-norm if rank-deficient).
+      sample_weight: `[n]` non-negative weights, scaled to mean 1 here: each example's term
+        of the mean is weighted (and the centring uses weighted means).
 
     Returns:
       float64 `LinearWeights` (weight `[in, out]`, bias `[out]`).
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
-    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - x_mean, y - y_mean
     n = x.shape[0]
+    if sample_weight is None:
+        x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+        xc, yc = x - x_mean, y - y_mean
+    else:
+        w = np.asarray(sample_weight, np.float64)
+        w = w * (n / w.sum())
+        x_mean, y_mean = w @ x / n, w @ y / n
+        # Weighted least squares is ordinary least squares on rows scaled by sqrt(w).
+        root = np.sqrt(w)[:, None]
+        xc, yc = (x - x_mean) * root, (y - y_mean) * root
     if l2 > 0:
         gram = xc.T @ xc / n + l2 * np.eye(x.shape[1])
         weight = np.linalg.solve(gram, xc.T @ yc / n)
@@ -101,8 +113,20 @@ def least_squares_gram(
     return LinearWeights(weight, y_mean - x_mean @ weight)
 
 
-def objective(weights: LinearWeights, x: np.ndarray, y: np.ndarray, *, l2: float = 0.0) -> float:
-    """The training objective (see `least_squares`) in float64, for `x: [n, in]`, `y: [n, out]`."""
+def objective(
+    weights: LinearWeights,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    l2: float = 0.0,
+    sample_weight: np.ndarray | None = None,
+) -> float:
+    """The training objective (see `least_squares`) in float64, for `x: [n, in]`, `y: [n, out]`
+    and optional `sample_weight: [n]` (scaled to mean 1 here)."""
     residual = np.asarray(x, np.float64) @ weights.weight + weights.bias - y
-    data_term = 0.5 * np.mean(np.sum(residual**2, axis=-1))
+    per_example = 0.5 * np.sum(residual**2, axis=-1)
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, np.float64)
+        per_example = per_example * w * (len(w) / w.sum())
+    data_term = np.mean(per_example)
     return float(data_term + 0.5 * l2 * np.sum(np.asarray(weights.weight, np.float64) ** 2))

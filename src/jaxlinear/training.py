@@ -25,7 +25,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,19 +69,39 @@ def make_optimizer(config: TrainConfig, n_examples: int) -> optax.GradientTransf
     return {"adam": optax.adam, "sgd": optax.sgd}[config.optimizer](learning_rate)
 
 
-def l2_objective(prediction: jax.Array, target: jax.Array, weights, l2) -> jax.Array:
+class WeightedTargets(NamedTuple):
+    """Targets with a weight per example: what the libraries' steps receive as `y` when `fit`
+    is given `sample_weight`. They pass `y` on to `l2_objective` untouched.
+
+    Attributes:
+      values: `[n, out_features]`.
+      sample_weight: `[n]`, non-negative, scaled to mean 1 over the training set (so a batch's
+        weighted mean is an unbiased estimate of the full weighted objective).
+    """
+
+    values: jax.Array
+    sample_weight: jax.Array
+
+
+def l2_objective(prediction: jax.Array, target, weights, l2) -> jax.Array:
     """The loss every library minimises, a scalar.
 
     `mean over the batch of sum over outputs of optax.l2_loss` (i.e. `0.5 * squared error`)
     plus the ridge term `0.5 * l2 * ||W||^2`. Summing over outputs (not averaging) keeps
     the optimum independent of how many outputs there are, which `least_squares` relies on.
+    With `WeightedTargets`, each example's term is multiplied by its weight first.
 
     Args:
-      prediction, target: `[batch, out_features]`.
+      prediction: `[batch, out_features]`.
+      target: `[batch, out_features]`, or `WeightedTargets` of that and `[batch]` weights.
       weights: the weight matrix in any layout, or a pytree of them (only squares are summed).
       l2: ridge penalty, a scalar.
     """
-    data_term = optax.l2_loss(prediction, target).sum(axis=-1).mean()
+    if isinstance(target, WeightedTargets):
+        per_example = optax.l2_loss(prediction, target.values).sum(axis=-1)
+        data_term = (per_example * target.sample_weight).mean()
+    else:
+        data_term = optax.l2_loss(prediction, target).sum(axis=-1).mean()
     penalty = sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(weights))
     return data_term + 0.5 * l2 * penalty
 
@@ -121,14 +141,15 @@ def batch_schedule(
     return np.stack([epoch_order(n_examples, batch_size, seed, e) for e in epochs_range])
 
 
-def take_batch(x: jax.Array, y: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Rows `indices: [batch]` of `x: [n, in]` and `y: [n, out]`; empty `indices` means all rows.
+def take_batch(x: jax.Array, y, indices: jax.Array):
+    """Rows `indices: [batch]` of `x: [n, in]` and of `y` (`[n, out]`, or `WeightedTargets`);
+    empty `indices` means all rows.
 
     The test is on the static shape, so inside `jax.jit` a full batch costs nothing.
     """
     if indices.shape[-1] == 0:
         return x, y
-    return x[indices], y[indices]
+    return x[indices], jax.tree.map(lambda values: values[indices], y)
 
 
 _take_rows = jax.jit(take_batch)  # one dispatch for both gathers in a per-batch loop
@@ -297,6 +318,7 @@ def fit(
     start: TrainingState | None = None,
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[TrainingState], None] | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> FitResult:
     """Trains a copy of `model` with optax on `x: [n, in_features]`, `y: [n, out_features]`.
 
@@ -312,6 +334,8 @@ def fit(
         the same `checkpoint_every`.
       checkpoint_every: call `on_checkpoint` every this many epochs (and at the end).
       on_checkpoint: receives the `TrainingState` at those epochs, e.g. to save it.
+      sample_weight: `[n]` non-negative weights: the objective becomes the weighted mean of
+        the examples' losses (see `WeightedTargets`); `None` weighs every example 1.
 
     Raises:
       ConfigError: an invalid setting, or a `start` that does not fit the run.
@@ -323,7 +347,7 @@ def fit(
     config.validate()
     if checkpoint_every is not None:
         _check_positive_int("checkpoint_every", checkpoint_every)
-    x, y = _checked_data(x, y)
+    x, y = _checked_data(x, y, sample_weight)
     optimizer = make_optimizer(config, len(x))
     training = library.init_training(model, optimizer)
     steps = steps_per_epoch(len(x), config.batch_size)
@@ -410,8 +434,9 @@ def _check_positive_int(field: str, value) -> None:
         raise ConfigError(field, f"must be a positive integer, got {value!r}")
 
 
-def _checked_data(x, y) -> tuple[jax.Array, jax.Array]:
-    """`x: [n, in]` and `y: [n, out]` (a 1-D `y` is one output) as float32 device arrays."""
+def _checked_data(x, y, sample_weight=None):
+    """`x: [n, in]` and `y: [n, out]` (a 1-D `y` is one output) as float32 device arrays;
+    with `sample_weight: [n]`, `y` comes back as `WeightedTargets`."""
     x_shape, y_shape = np.shape(x), np.shape(y)
     if len(y_shape) == 1:
         y = np.reshape(y, (-1, 1))
@@ -429,14 +454,32 @@ def _checked_data(x, y) -> tuple[jax.Array, jax.Array]:
                 f"{name} has NaN or infinite values (or values too large for float32); "
                 "drop, fill or rescale them before training"
             )
-    return x, y
+    if sample_weight is None:
+        return x, y
+    return x, WeightedTargets(y, _on_device(normalised_weights(sample_weight, len(x))))
+
+
+def normalised_weights(sample_weight, n_examples: int) -> np.ndarray:
+    """`sample_weight: [n]` scaled to mean 1, float64; raises `DataError` if it cannot be."""
+    weights = np.asarray(sample_weight, np.float64)
+    if weights.shape != (n_examples,):
+        raise DataError(f"sample_weight must have shape ({n_examples},), got {weights.shape}")
+    if not (np.isfinite(weights).all() and (weights >= 0).all() and weights.sum() > 0):
+        raise DataError("sample_weight must be finite, >= 0, and not all 0")
+    return weights * (n_examples / weights.sum())
 
 
 def _objective(library, model, x, y, l2: float) -> float:
     """The training objective of `model` on all of `x`, `y`, in float64 (see `least_squares`)."""
     from jaxlinear.exact import objective
 
-    return objective(library.to_canonical(model), np.asarray(x), np.asarray(y), l2=l2)
+    weights = library.to_canonical(model)
+    if isinstance(y, WeightedTargets):
+        sample_weight = np.asarray(y.sample_weight)
+        return objective(
+            weights, np.asarray(x), np.asarray(y.values), l2=l2, sample_weight=sample_weight
+        )
+    return objective(weights, np.asarray(x), np.asarray(y), l2=l2)
 
 
 def run_epochs(
