@@ -1,16 +1,27 @@
 """Examples in the docs run as written."""
 
 import doctest
+import importlib
 import re
 from pathlib import Path
 
-import jaxlinear
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_package_docstring_examples():
-    failures, tried = doctest.testmod(jaxlinear, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize(
+    "module",
+    [
+        "jaxlinear",
+        "jaxlinear.libraries.linen",
+        "jaxlinear.libraries.nnx",
+        "jaxlinear.libraries.equinox",
+        "jaxlinear.libraries.penzai",
+    ],
+)
+def test_docstring_examples(module):
+    failures, tried = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
 
 

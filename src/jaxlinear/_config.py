@@ -85,12 +85,20 @@ def _check_int(field: str, value, low: int, high: int | None) -> None:
         raise ConfigError(field, f"must be {bound}, got {value:,}")
 
 
+# Training runs in float32: a setting beyond its largest value would silently become inf.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _check_real(field: str, value, *, positive: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(field, f"must be a number, got {value!r}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "a positive finite number" if positive else "a finite number >= 0"
         raise ConfigError(field, f"must be {need}, got {value}")
+    if value > FLOAT32_MAX:
+        raise ConfigError(
+            field, f"must be at most {FLOAT32_MAX:.4g}, the largest float32 value, got {value:g}"
+        )
 
 
 def _check_choice(field: str, value, choices: tuple[str, ...]) -> None:

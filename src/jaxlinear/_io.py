@@ -17,10 +17,16 @@ def check_writable(path: str | Path) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OSError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OSError(f"cannot write {path}: folder {folder} is not writable")
     if path.is_dir():
         raise OSError(f"cannot write {path}: it is a folder")
+    # `os.access` says yes for root everywhere, even where no file can be made (/proc):
+    # making (and removing) a temporary file beside the target is the real test.
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}") from None
+    os.close(handle)
+    os.unlink(probe)
     return path
 
 
@@ -73,11 +79,13 @@ def write_all_atomic(files: dict[Path, bytes]) -> None:
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
             os.chmod(temporary, 0o666 & ~_current_umask())
-    except BaseException:
+    except BaseException as error:
         for temporary, _ in staged:
             Path(temporary).unlink(missing_ok=True)
         for folder in made_folders:
             folder.rmdir()
+        if isinstance(error, OSError):
+            raise OSError(f"cannot write {path}: {error.strerror or error}") from None
         raise
     for temporary, path in staged:
         os.replace(temporary, path)

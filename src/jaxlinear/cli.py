@@ -306,14 +306,14 @@ def _train_and_report(
     _console.print_table(comparison)
     if show_weights:
         _console.print_weights(comparison)
-    _console.warn_if_not_converged(comparison)
     if files:
         from jaxlinear._io import write_all_atomic
 
         write_all_atomic(files)
         for kind, path in outputs.items():
-            if path is not None and kind != "input":
+            if path is not None:
                 print(f"{_WRITTEN[kind]} {path}", file=sys.stderr)
+    _console.warn_if_not_converged(comparison)
     return 0
 
 

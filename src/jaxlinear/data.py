@@ -115,6 +115,8 @@ def load_dataset(
         feature_names = tuple(f"x{i}" for i in range(in_features))
         target_names = tuple(f"y{i}" for i in range(out_features))
     elif source.lower().endswith(".csv") or Path(source).exists():
+        if Path(source).is_dir():
+            raise DataError(f"{source} is a folder, not a CSV file; give the path of a .csv file")
         if not targets:
             raise ConfigError("targets", f"must name the target column(s) of {source}")
         table = read_table(source, targets)

@@ -10,8 +10,8 @@ fast step, the fused loop, checkpoints) it goes through `nnx.split` and comes ba
 >>> from flax import nnx
 >>> from jaxlinear.libraries import nnx as linear_nnx
 >>> model = linear_nnx.create(3, 2, key=jax.random.key(0))
->>> jax.tree.map(np.shape, nnx.state(model, nnx.Param))["linear"]["kernel"]
-(3, 2)
+>>> model.linear.kernel.shape, model.linear.bias.shape
+((3, 2), (2,))
 >>> linear_nnx.predict(model, np.ones((5, 3), np.float32)).shape
 (5, 2)
 """
