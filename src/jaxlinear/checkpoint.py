@@ -208,7 +208,15 @@ def save_checkpoint(
 
 
 def _metadata(
-    state, *, config, scaling, n_train, metrics, dataset, data_sha256, checkpoint_every
+    state,
+    *,
+    config,
+    scaling,
+    n_train,
+    metrics=None,
+    dataset=None,
+    data_sha256=None,
+    checkpoint_every=None,
 ) -> dict:
     from jaxlinear import __version__
     from jaxlinear.training import steps_per_epoch
@@ -295,6 +303,7 @@ class RunFolder:
         self.keep = keep
         self.replace = replace
         self._cleaned = False
+        self._made_root = False
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """`(epoch, folder)` of every checkpoint in the run folder, oldest first."""
@@ -304,7 +313,9 @@ class RunFolder:
         """Writes a checkpoint of `state` (see `save_checkpoint` for `metadata`) into a hidden
         folder in the run folder; `commit` puts it in place, `discard` removes it."""
         if not self._cleaned:
-            self.root.mkdir(exist_ok=True)
+            if not self.root.exists():
+                self.root.mkdir()
+                self._made_root = True
             self._remove_leftovers()
             self._cleaned = True
         from jaxlinear.training import steps_per_epoch
@@ -334,9 +345,14 @@ class RunFolder:
         """`stage` and `commit`: one complete checkpoint in place."""
         return self.commit(self.stage(state, **metadata))
 
-    @staticmethod
-    def discard(temporary: Path) -> None:
-        shutil.rmtree(temporary, ignore_errors=True)
+    def discard(self, temporary: Path | None = None) -> None:
+        """Removes a staged checkpoint, and the run folder if this run made it and it is empty
+        (after a failed run: only a checkpoint written before the failure stays)."""
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+        self._remove_leftovers()
+        if self._made_root and self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()
 
     def _remove_leftovers(self) -> None:
         """Removes folders a stopped writer left half-made or half-deleted (only jaxlinear's
@@ -346,6 +362,11 @@ class RunFolder:
         for entry in self.root.iterdir():
             if _LEFTOVER_NAME.match(entry.name) and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def run_folder_of(folder: Path) -> Path | None:
+    """The run folder that checkpoint `folder` belongs to; `None` for a standalone one."""
+    return folder.parent if _CHECKPOINT_NAME.match(folder.name) else None
 
 
 def _checkpoints_in(root: Path) -> list[tuple[int, Path]]:
@@ -369,7 +390,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
         raise SavedModelError(f"no checkpoint at {path}: it does not exist")
     if not path.is_dir():
         raise SavedModelError(f"{path} is a file; name the folder written by --save")
-    if (path / METADATA).exists() or _CHECKPOINT_NAME.match(path.name):
+    if (path / METADATA).exists() or _CHECKPOINT_NAME.match(path.name) or _neutral_only(path):
         return path
     found = _checkpoints_in(path)
     if found:
@@ -451,6 +472,8 @@ def load_checkpoint(path: str | os.PathLike, library: str | None = None) -> Chec
     if library is not None:
         get_library(library)  # an unknown name fails before any reading
     folder = find_checkpoint(path)
+    if _neutral_only(folder):
+        return _load_neutral(folder, library)
     metadata = read_metadata(folder)
     try:
         return _load(folder, metadata, library)
@@ -528,6 +551,121 @@ def _load(folder: Path, metadata: dict, library: str | None) -> Checkpoint:
         config=config,
         metadata=metadata,
     )
+
+
+def _neutral_only(folder: Path) -> bool:
+    """A folder with `model.safetensors` and no checkpoint around it, as `train --save` wrote
+    before checkpoints existed."""
+    return (folder / "model.safetensors").exists() and not any(
+        (folder / name).exists() for name in (METADATA, NATIVE)
+    )
+
+
+def _load_neutral(folder: Path, library: str | None) -> Checkpoint:
+    """The canonical weights of a `model.safetensors` alone: no native state to restore."""
+    from jaxlinear._saved import load
+
+    neutral = load(folder)
+    library = library or neutral.library
+    return Checkpoint(
+        path=folder,
+        trained_in=neutral.library,
+        library=library,
+        model=get_library(library).from_canonical(neutral.weights),
+        training=None,
+        state=None,
+        weights=neutral.weights,
+        scaling=neutral.scaling,
+        config=None,
+        metadata={},
+    )
+
+
+def prediction_csv(checkpoint: Checkpoint, x: np.ndarray, *, source: str = "the data") -> str:
+    """The predictions on `x: [n, in_features]` (original units) as CSV text: a header of the
+    target names, then one row per row of `x`, each value the shortest text that reads back
+    as the same float64.
+
+    Raises `DataError` (naming `source` and the row) where a row is so far outside the training
+    data that the standardised model, which computes in float32, cannot represent it.
+    """
+    import csv
+    import io
+
+    from jaxlinear._errors import DataError
+
+    standardised = checkpoint.scaling.features(x)
+    limit = float(np.finfo(np.float32).max)
+    with np.errstate(over="ignore", invalid="ignore"):
+        too_far = ~(np.abs(standardised) < limit)
+    if too_far.any():
+        row, column = np.argwhere(too_far)[0]
+        raise DataError(
+            f"{source}: row {row + 1} has {x[row, column]:g} in feature column "
+            f"{checkpoint.scaling.feature_names[column]!r}, too far from the training data for "
+            "the model's float32 arithmetic; rescale it or drop the row"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        predictions = checkpoint.predict(x)
+    bad = ~np.isfinite(predictions).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{source}: the prediction for row {int(np.argmax(bad)) + 1} overflows float32; "
+            "its feature values are too far from the training data"
+        )
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(checkpoint.scaling.target_names)
+    writer.writerows([[repr(float(value)) for value in row] for row in predictions])
+    return text.getvalue()
+
+
+def check_resumable(
+    checkpoint: Checkpoint,
+    *,
+    library: str,
+    config,
+    data_sha256: str,
+    checkpoint_every: int | None,
+) -> None:
+    """Raises `ConfigError` naming the first setting in which this run differs from the one
+    `checkpoint` belongs to: a resumed run must repeat it exactly to end where it would have."""
+    from jaxlinear._errors import ConfigError
+
+    where = f"the run in {run_folder_of(checkpoint.path) or checkpoint.path}"
+    if checkpoint.state is None:
+        raise ConfigError("start", f"{checkpoint.path} holds no training state to resume from")
+    if library != checkpoint.trained_in:
+        raise ConfigError("library", f"is {library}, but {where} trains {checkpoint.trained_in}")
+    saved, asked = dataclasses.asdict(checkpoint.config), dataclasses.asdict(config)
+    for field, value in asked.items():
+        if saved[field] != value:
+            raise ConfigError(
+                field,
+                f"is {_shown(value)}, but {where} was started with {_shown(saved[field])}; "
+                "resume it with the same settings",
+            )
+    if checkpoint.metadata.get("checkpoint_every") != checkpoint_every:
+        raise ConfigError(
+            "checkpoint_every",
+            f"is {_shown(checkpoint_every)}, but {where} was started with "
+            f"{_shown(checkpoint.metadata.get('checkpoint_every'))}; resume it with the same "
+            "settings",
+        )
+    if checkpoint.metadata.get("data_sha256") != data_sha256:
+        raise ConfigError(
+            "data", f"differs from the data {where} was trained on; resume it on the same data"
+        )
+    if checkpoint.epoch >= config.epochs:
+        raise ConfigError(
+            "start",
+            f"{checkpoint.path} is the end of the run (epoch {checkpoint.epoch} of "
+            f"{config.epochs}): there is nothing left to resume",
+        )
+
+
+def _shown(value) -> str:
+    return "not set" if value is None else repr(value)
 
 
 # Files and checksums.
