@@ -45,6 +45,7 @@ weights equal the neutral ones. Each problem is one `SavedModelError` line namin
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import math
@@ -52,6 +53,7 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -126,16 +128,60 @@ class Checkpoint:
         return get_library(self.library).predict(self.model, x, scaling=self.scaling)
 
 
-def on_default_device(abstract: Any) -> Any:
-    """`abstract` (a pytree of `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape`) placed on
-    the default device: the restore target orbax needs to restore arrays without guessing
-    their placement from the files (which it warns about)."""
-    import jax
+def restore_target(directory, abstract: Any) -> Any:
+    """orbax's restore target for `abstract` (a pytree of `jax.ShapeDtypeStruct`s, e.g. from
+    `jax.eval_shape`), once the orbax checkpoint at `directory` is known to hold exactly its
+    arrays.
 
+    orbax checks shapes itself, but its refusal abandons reads already started, which print
+    warnings after the error; comparing with the checkpoint's own metadata first refuses
+    cleanly. The target places every array on the default device, so orbax need not guess
+    placements from the files (which it warns about).
+
+    Raises:
+      ValueError: naming the first array stored with another path, shape or dtype.
+    """
+    import jax
+    from orbax.checkpoint import v1 as ocp
+
+    stored = _array_table(ocp.metadata(directory).metadata)
+    expected = _array_table(abstract)
+    if stored != expected:
+        extra = sorted(set(stored.items()) - set(expected.items()))
+        missing = sorted(set(expected.items()) - set(stored.items()))
+        if extra:
+            (path, (shape, dtype)), *_ = extra
+            problem = f"it stores {path} as {dtype}{list(shape)}"
+            if path in expected:
+                shape, dtype = expected[path]
+                problem += f" where this model has {dtype}{list(shape)}"
+            else:
+                problem += ", which this model does not have"
+        else:
+            (path, _), *_ = missing
+            problem = f"it lacks {path}"
+        raise ValueError(f"{problem} (the checkpoint is of another shape or library)")
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), abstract
     )
+
+
+def _array_table(tree) -> dict[str, tuple[tuple[int, ...], str]]:
+    """`{"a/b/0": (shape, dtype)}` for every array leaf of `tree`, keyed the way orbax's
+    metadata and the pytree both spell their paths."""
+    import jax
+
+    def name(key) -> str:
+        for attribute in ("key", "idx", "name"):
+            if hasattr(key, attribute):
+                return str(getattr(key, attribute))
+        return str(key)
+
+    return {
+        "/".join(map(name, path)): (tuple(leaf.shape), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 def data_fingerprint(x: np.ndarray, y: np.ndarray, scaling: Scaling) -> str:
@@ -390,7 +436,8 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
         raise SavedModelError(f"no checkpoint at {path}: it does not exist")
     if not path.is_dir():
         raise SavedModelError(f"{path} is a file; name the folder written by --save")
-    if (path / METADATA).exists() or _CHECKPOINT_NAME.match(path.name) or _neutral_only(path):
+    parts = (METADATA, NATIVE, "model.safetensors")
+    if _CHECKPOINT_NAME.match(path.name) or any((path / part).exists() for part in parts):
         return path
     found = _checkpoints_in(path)
     if found:
@@ -512,17 +559,26 @@ def _load(folder: Path, metadata: dict, library: str | None) -> Checkpoint:
         raise ValueError(f"n_train must be a positive integer, got {n_train!r}")
     module = get_library(trained_in).module
     native = (folder / NATIVE).absolute()
-    try:
-        training = module.restore_native(
-            native,
-            in_features=in_features,
-            out_features=out_features,
-            optimizer=make_optimizer(config, n_train),
-        )
-    except Exception as error:  # whatever the library raises, the cause is in these files
-        raise SavedModelError(
-            f"{native} cannot be restored by {TITLES[trained_in]}: {_one_line(error)}"
-        ) from None
+    problem = None
+    with warnings.catch_warnings():
+        # When orbax refuses files it abandons the reads it had started; each of their
+        # coroutines would print "never awaited" on stderr when collected, after the one line
+        # this raises. They are collected here, where that warning is off.
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+        try:
+            training = module.restore_native(
+                native,
+                in_features=in_features,
+                out_features=out_features,
+                optimizer=make_optimizer(config, n_train),
+            )
+        except Exception as error:  # whatever the library raises, the cause is in these files
+            problem = _one_line(error)
+            _drop_frames(error)
+        if problem is not None:
+            gc.collect()
+    if problem is not None:
+        raise SavedModelError(f"{native} cannot be restored by {TITLES[trained_in]}: {problem}")
     native_weights = module.to_canonical(module.model_of(training))
     if not (
         np.array_equal(native_weights.weight, neutral.weights.weight)
@@ -662,6 +718,18 @@ def check_resumable(
             f"{checkpoint.path} is the end of the run (epoch {checkpoint.epoch} of "
             f"{config.epochs}): there is nothing left to resume",
         )
+
+
+def _drop_frames(error: BaseException) -> None:
+    """Clears the local variables of every frame in `error`'s tracebacks (and those of the
+    errors it chains), so what they held is freed now rather than whenever the exception is."""
+    import traceback
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
 
 
 def _shown(value) -> str:

@@ -156,9 +156,9 @@ def restore_native(
     `optimizer` (orbax raises if the files hold others)."""
     from orbax.checkpoint import v1 as ocp
 
-    from jaxlinear.checkpoint import on_default_device
+    from jaxlinear.checkpoint import restore_target
 
     abstract = jax.eval_shape(
         lambda: init_training(create(in_features, out_features, key=jax.random.key(0)), optimizer)
     )
-    return ocp.load(directory, on_default_device(abstract))
+    return ocp.load(directory, restore_target(directory, abstract))

@@ -153,11 +153,11 @@ def restore_native(
     `out_features` and `optimizer` (orbax raises if the files hold others)."""
     from orbax.checkpoint import v1 as ocp
 
-    from jaxlinear.checkpoint import on_default_device
+    from jaxlinear.checkpoint import restore_target
 
     abstract = nnx.eval_shape(
         lambda: init_training(create(in_features, out_features, key=jax.random.key(0)), optimizer)
     )
     graphdef, abstract_state = nnx.split(abstract)
-    state = ocp.load(directory, on_default_device(abstract_state))
+    state = ocp.load(directory, restore_target(directory, abstract_state))
     return nnx.merge(graphdef, state)

@@ -250,7 +250,7 @@ def restore_native(
     `out_features` and `optimizer` (orbax raises if the files hold others)."""
     from orbax.checkpoint import v1 as ocp
 
-    from jaxlinear.checkpoint import on_default_device
+    from jaxlinear.checkpoint import restore_target
 
     def fresh_arrays():
         model = create(in_features, out_features, key=jax.random.key(0))
@@ -258,7 +258,7 @@ def restore_native(
 
     values, opt_state = jax.eval_shape(fresh_arrays)  # of ShapeDtypeStructs
     like = {"parameters": values, "opt_state": opt_state}
-    restored = _from_labels(like, ocp.load(directory, on_default_device(_by_label(like))))
+    restored = _from_labels(like, ocp.load(directory, restore_target(directory, _by_label(like))))
     arrays = (restored["parameters"], restored["opt_state"])
     unbound = LinearRegression.from_config("linear", None, [in_features, out_features])
     return merge(Static(unbound, optimizer), arrays)
