@@ -101,6 +101,7 @@ def test_show_renders_the_restored_optimizer_state(capsys, run, tmp_path):
     assert code == 0, stderr
     text = page.read_text()
     assert "flax.nnx: optimizer state" in text and "opened in penzai" in text
+    assert "Epoch 12 of 12 (step 48)" in text
     assert text.count("<treescope-container") >= 4  # model, parameters, state, optimizer
 
 

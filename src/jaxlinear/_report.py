@@ -364,12 +364,13 @@ def checkpoint_page(checkpoint) -> str:
                 anchor="optimizer-state",
             ),
         ]
-    opened = "" if library == trained_in else f", opened in {TITLES[library]}"
-    intro = (
-        f"<p>{html.escape(f'Checkpoint {checkpoint.path}: trained in {TITLES[trained_in]}')}"
-        f"{html.escape(opened)}. W [{checkpoint.weights.in_features}, "
-        f"{checkpoint.weights.out_features}] on the standardised scale. {html.escape(what)}</p>"
+    dataset = (metadata.get("dataset") or {}).get("name") or "unknown data"
+    description = (
+        f"Trained in {trained_in} on {dataset} (saved in {checkpoint.path}), opened in "
+        f"{library}: W [{checkpoint.weights.in_features}, {checkpoint.weights.out_features}] "
+        f"on the standardised scale. {what}"
     )
+    intro = f"<p>{html.escape(description)}</p>"
     return visualize.render_page(
         f"jaxlinear: {TITLES[library]} model from a checkpoint",
         sections,
