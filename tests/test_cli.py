@@ -280,7 +280,9 @@ def test_all_outputs_are_written_together(capsys, tmp_path):
     code, _, _ = _run(capsys, *argv)
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json", "model"]
-    assert [p.name for p in (tmp_path / "model").iterdir()] == ["model.safetensors"]
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["epoch-000020"]
+    checkpoint = sorted(p.name for p in (tmp_path / "model" / "epoch-000020").iterdir())
+    assert checkpoint == ["metadata.json", "model.safetensors", "native"]
 
 
 def test_a_run_short_of_the_optimum_warns_in_one_line(capsys, tmp_path):

@@ -1,5 +1,6 @@
 """The library-neutral saved model: round trip, and a clear refusal of anything damaged."""
 
+import dataclasses
 import json
 import struct
 
@@ -37,6 +38,17 @@ def test_round_trip_opens_in_every_library(tmp_path, target):
     model = library.from_canonical(loaded.weights)
     x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     np.testing.assert_allclose(library.predict(model, x), original.weights.predict(x), atol=1e-6)
+
+
+def test_a_transposed_view_is_saved_by_value(tmp_path):
+    # equinox's canonical W is `weight.T`, a view whose memory is [out, in]: safetensors
+    # writes memory as it lies, so the file must be given a row-major copy.
+    saved = _saved()
+    weight = np.asarray(saved.weights.weight.T.copy()).T  # same values, column-major memory
+    assert not weight.flags.c_contiguous
+    view = dataclasses.replace(saved, weights=saved.weights._replace(weight=weight))
+    save(tmp_path, view)
+    np.testing.assert_array_equal(load(tmp_path).weights.weight, saved.weights.weight)
 
 
 def test_save_overwrites_atomically(tmp_path):

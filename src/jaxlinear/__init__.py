@@ -23,6 +23,9 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
+    "Checkpoint": "jaxlinear.checkpoint",
+    "load_checkpoint": "jaxlinear.checkpoint",
+    "save_checkpoint": "jaxlinear.checkpoint",
     "Comparison": "jaxlinear._compare",
     "LibraryRun": "jaxlinear._compare",
     "compare": "jaxlinear._compare",
@@ -86,6 +89,9 @@ if TYPE_CHECKING:  # for type checkers and editors; never run
     from jaxlinear._scaling import Scaling as Scaling
     from jaxlinear._weights import LinearWeights as LinearWeights
     from jaxlinear._weights import initial_weights as initial_weights
+    from jaxlinear.checkpoint import Checkpoint as Checkpoint
+    from jaxlinear.checkpoint import load_checkpoint as load_checkpoint
+    from jaxlinear.checkpoint import save_checkpoint as save_checkpoint
     from jaxlinear.data import Dataset as Dataset
     from jaxlinear.data import load_dataset as load_dataset
     from jaxlinear.exact import least_squares as least_squares

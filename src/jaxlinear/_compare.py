@@ -140,6 +140,7 @@ def compare(
     libraries: Sequence[str] = LIBRARY_NAMES,
     *,
     on_epoch: ProgressFn | None = None,
+    fit_options: dict[str, Any] | None = None,
 ) -> Comparison:
     """Trains each library from the same initial weights on the same batches.
 
@@ -148,6 +149,8 @@ def compare(
       config: shared training settings; `config.seed` also seeds the initial weights.
       libraries: registry names, in the order to run them.
       on_epoch: called as `(library, epochs_done, last_loss)` after every epoch.
+      fit_options: passed to every library's `fit` (`checkpoint_every`, `on_checkpoint`;
+        `start` resumes a run, so it suits a single library).
 
     Raises:
       ValueError: an unknown library name; ConfigError: an invalid setting.
@@ -165,7 +168,9 @@ def compare(
     for name, library in modules.items():
         initial_model = library.from_canonical(start)
         progress = None if on_epoch is None else _bind_name(on_epoch, name)
-        fit = library.fit(initial_model, x_train, y_train, config, on_epoch=progress)
+        fit = library.fit(
+            initial_model, x_train, y_train, config, on_epoch=progress, **(fit_options or {})
+        )
         weights = library.to_canonical(fit.model)
         metrics = {
             **evaluate(weights, dataset),

@@ -101,10 +101,14 @@ IDIOMS: tuple[tuple[str, dict[str, str]], ...] = (
     (
         "how it is saved",
         {
-            "linen": "the params pytree (e.g. `flax.serialization.to_bytes` or orbax)",
-            "nnx": "`nnx.split(model)` state via orbax, restored into `nnx.eval_shape`",
-            "equinox": "`eqx.tree_serialise_leaves(path, model)`",
-            "penzai": "the values from `pz.unbind_params(model, freeze=True)`",
+            "linen": "the `TrainState` (params, `opt_state`, step) with orbax, restored into "
+            "`jax.eval_shape` of one",
+            "nnx": "`nnx.split` state of model and `nnx.Optimizer` with orbax, restored into "
+            "`nnx.eval_shape`",
+            "equinox": "`eqx.tree_serialise_leaves` of a module holding model and `opt_state`, "
+            "read back into `eqx.filter_eval_shape` of one",
+            "penzai": "the values from `pz.unbind_params(model, freeze=True)` and the optax "
+            "state with orbax, keyed by parameter label",
         },
     ),
 )
@@ -317,6 +321,65 @@ def model_page(library: str, model: Any, *, description: str) -> str:
         f"jaxlinear: {TITLES[library]} model", sections, intro_html=intro, extra_css=_TABLE_CSS
     )
 
+
+def optimizer_state(library: str, training: Any) -> Any:
+    """Where the optimizer state lives in the library's own training object."""
+    if library == "linen":
+        return training.opt_state  # a field of the TrainState
+    if library == "nnx":
+        return training[1].opt_state  # nnx.Optimizer's OptState variables
+    if library == "equinox":
+        return training.opt_state  # a field of the Training module
+    if library == "penzai":
+        return training.state.value.opt_state  # in the StatefulTrainer's state variable
+    raise ValueError(f"unknown library {library!r}")
+
+
+def checkpoint_page(checkpoint) -> str:
+    """A page showing a loaded `jaxlinear.checkpoint.Checkpoint`: the model in the library it
+    was loaded into, and the training state its native files restore, optimizer included."""
+    library, trained_in = checkpoint.library, checkpoint.trained_in
+    metadata = checkpoint.metadata
+    sections = library_sections(library, [("model", checkpoint.model)], with_source=False)
+    if checkpoint.training is None:
+        what = "Only model.safetensors was saved (no native files, no optimizer state)."
+    else:
+        native = metadata["native"]["format"]
+        what = (
+            f"Epoch {metadata['epoch']} of {metadata['settings']['epochs']} (step "
+            f"{metadata['step']}). Its native files ({native}) restore the training state "
+            f"shown below in {TITLES[trained_in]}, optimizer state included."
+        )
+        sections += [
+            visualize.Section(
+                f"{TITLES[trained_in]}: training state restored from {NATIVE_LABEL}",
+                visualize.render_fragment(checkpoint.training, expand_depth=3),
+                anchor="native-training-state",
+            ),
+            visualize.Section(
+                f"{TITLES[trained_in]}: optimizer state",
+                visualize.render_fragment(
+                    optimizer_state(trained_in, checkpoint.training), expand_depth=5
+                ),
+                anchor="optimizer-state",
+            ),
+        ]
+    dataset = (metadata.get("dataset") or {}).get("name") or "unknown data"
+    description = (
+        f"Trained in {trained_in} on {dataset} (saved in {checkpoint.path}), opened in "
+        f"{library}: W [{checkpoint.weights.in_features}, {checkpoint.weights.out_features}] "
+        f"on the standardised scale. {what}"
+    )
+    intro = f"<p>{html.escape(description)}</p>"
+    return visualize.render_page(
+        f"jaxlinear: {TITLES[library]} model from a checkpoint",
+        sections,
+        intro_html=intro,
+        extra_css=_TABLE_CSS,
+    )
+
+
+NATIVE_LABEL = "native/"
 
 _TABLE_CSS = """
 table.grid { border-collapse: collapse; margin: 0.5rem 0; }

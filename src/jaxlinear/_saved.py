@@ -45,6 +45,9 @@ def encode(model: SavedModel) -> bytes:
         "b": np.asarray(model.weights.bias, np.float32),
         **model.scaling.as_arrays(),
     }
+    # safetensors writes an array's memory as it lies, ignoring strides: a transposed view
+    # (equinox's `weight.T`) would come back scrambled. Row-major copies are what it expects.
+    tensors = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
     metadata = {
         "format": FORMAT,
         "library": model.library,

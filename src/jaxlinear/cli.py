@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -26,6 +27,7 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 1
 DEFAULT_REPORT = "jaxlinear-report.html"
 DEFAULT_SHOW = "jaxlinear-model.html"
+DEFAULT_KEEP = 3
 
 # The core names settings by their field; the command line by its flags.
 FLAGS = {
@@ -43,6 +45,10 @@ FLAGS = {
     "out_features": "--out-features",
     "noise": "--noise",
     "targets": "--target",
+    "data": "--data",
+    "library": "--library",
+    "start": "--resume",
+    "checkpoint_every": "--checkpoint-every",
 }
 
 
@@ -88,20 +94,68 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains one library and prints the same figures as compare.",
     )
     train.add_argument("--library", required=True, metavar="NAME", help="/".join(LIBRARY_NAMES))
-    train.add_argument(
+    saving = train.add_argument_group("checkpoints")
+    saving.add_argument(
         "--save",
         metavar="DIR",
-        help="save the trained model to DIR/model.safetensors (canonical W, b, the scaling and "
-        "the library name), which `jaxlinear show --load DIR` opens in any library",
+        help="when training succeeds, write a checkpoint to DIR/epoch-N/: the library's own "
+        "format with the optimizer state (orbax, or eqx.tree_serialise_leaves for equinox), "
+        "model.safetensors (canonical W, b and the scaling) and metadata.json (settings, "
+        "metrics, versions, checksums); `predict --model DIR` and `show --load DIR` open it "
+        "in any library",
+    )
+    saving.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="also write a checkpoint into the --save folder every N epochs, for --resume",
+    )
+    saving.add_argument(
+        "--keep",
+        type=int,
+        default=DEFAULT_KEEP,
+        metavar="K",
+        help=f"keep only the newest K checkpoints in the --save folder (default: {DEFAULT_KEEP})",
+    )
+    saving.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run whose checkpoints are in DIR from its newest one, with its "
+        "optimizer state and batch order: give the same settings as the run that wrote it; it "
+        "ends with the same weights as if it had never stopped (checkpoints go on into DIR "
+        "unless --save names another folder)",
+    )
+    saving.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --save replace the checkpoints of another run already in DIR",
     )
     train.set_defaults(handler=_run_train)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict with a saved model on the rows of a CSV file",
+        description="Loads a checkpoint written by `jaxlinear train --save DIR` (its newest, "
+        "verified) into --library (default: the library that trained it) and predicts on "
+        "every row of a CSV file: the columns named like the model's features are used, in "
+        "any order, and every other column is ignored. Predictions are in the targets' "
+        "original units, one column per target, named after it.",
+    )
+    predict.add_argument("--model", required=True, metavar="DIR", help="folder written by --save")
+    predict.add_argument("--data", required=True, metavar="FILE.csv", help="rows to predict on")
+    predict.add_argument("--library", metavar="NAME", help="/".join(LIBRARY_NAMES))
+    predict.add_argument(
+        "--output", metavar="PATH.csv", help="write the predictions there (default: stdout)"
+    )
+    predict.set_defaults(handler=_run_predict)
 
     show = commands.add_parser(
         "show",
         help="render a model with treescope to an HTML page",
         description="Renders a model with treescope: a freshly initialised model of --library, "
-        "or one saved by `jaxlinear train --save DIR` (--load DIR), opened in --library "
-        "(default: the library that trained it).",
+        "or the newest checkpoint saved by `jaxlinear train --save DIR` (--load DIR), opened "
+        "in --library (default: the library that trained it), with the training state its "
+        "native files restore (parameters and optimizer state).",
     )
     show.add_argument("--library", metavar="NAME", help="/".join(LIBRARY_NAMES))
     show.add_argument("--load", metavar="DIR", help="folder written by `jaxlinear train --save`")
@@ -276,8 +330,8 @@ def _train_and_report(
 ) -> int:
     config = _config_from(args)
     _check_libraries(libraries)
-    save_dir = getattr(args, "save", None)
-    outputs = _check_outputs(args, save_dir)
+    plan = _save_plan(args) if args.command == "train" else None
+    outputs = _check_outputs(args, plan.root if plan else None)
     dataset = _load(args)
 
     from jaxlinear import _console
@@ -285,11 +339,22 @@ def _train_and_report(
     from jaxlinear._compare import compare
 
     enable_compilation_cache()
+    folder, record, fit_options = None, {}, {}
+    if plan is not None and plan.root is not None:
+        folder, record, fit_options = _checkpointing(args, plan, dataset, config, libraries[0])
 
-    with _epoch_progress(libraries, config.epochs, quiet=args.quiet) as on_epoch:
-        comparison = compare(dataset, config, libraries, on_epoch=on_epoch)
+    try:
+        with _epoch_progress(libraries, config.epochs, quiet=args.quiet) as on_epoch:
+            comparison = compare(
+                dataset, config, libraries, on_epoch=on_epoch, fit_options=fit_options
+            )
+    except BaseException:
+        if folder is not None:
+            folder.discard()  # a run folder made for nothing goes; periodic checkpoints stay
+        raise
     # Everything to write is made before anything is written, and then written together
-    # (`write_all_atomic`): a failure on the way leaves none of the files behind.
+    # (`write_all_atomic`, then the checkpoint's rename): a failure on the way leaves none of
+    # the files behind.
     files = {}
     if outputs.get("json"):
         import json
@@ -301,35 +366,139 @@ def _train_and_report(
 
         report = comparison_report(comparison, command=["jaxlinear", *args.argv])
         files[outputs["report"]] = report.encode()
-    if outputs.get("save"):
-        files[outputs["save"]] = _saved_model_bytes(comparison, libraries[0])
     _console.print_table(comparison)
     if show_weights:
         _console.print_weights(comparison)
-    if files:
-        from jaxlinear._io import write_all_atomic
+    staged = None
+    if folder is not None:
+        run = comparison.runs[libraries[0]]
+        staged = folder.stage(run.fit.state, **record, metrics=run.metrics)
+    try:
+        if files:
+            from jaxlinear._io import write_all_atomic
 
-        write_all_atomic(files)
-        for kind, path in outputs.items():
-            if path is not None:
-                print(f"{_WRITTEN[kind]} {path}", file=sys.stderr)
+            write_all_atomic(files)
+    except BaseException:
+        if staged is not None:
+            folder.discard(staged)
+        raise
+    for kind in ("json", "report"):
+        if outputs[kind] is not None:
+            print(f"{_WRITTEN[kind]} {outputs[kind]}", file=sys.stderr)
+    if staged is not None:
+        print(f"checkpoint saved to {folder.commit(staged)}", file=sys.stderr)
     _console.warn_if_not_converged(comparison)
     return 0
 
 
-_WRITTEN = {"json": "figures written to", "report": "report written to", "save": "model saved to"}
+_WRITTEN = {"json": "figures written to", "report": "report written to"}
 
 
-def _check_outputs(args: argparse.Namespace, save_dir: str | None) -> dict[str, Path | None]:
+@dataclasses.dataclass(frozen=True)
+class _SavePlan:
+    """Where `train` writes checkpoints and what it resumes from, checked before any work."""
+
+    root: Path | None  # the run folder checkpoints go into
+    resume: Path | None  # the checkpoint folder to resume from
+    every: int | None
+    keep: int
+    replace: bool  # the run folder holds another run's checkpoints, to be replaced
+
+
+def _save_plan(args: argparse.Namespace) -> _SavePlan:
+    from jaxlinear.checkpoint import RunFolder, find_checkpoint, run_folder_of
+
+    for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--keep", args.keep)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if args.checkpoint_every is not None and not (args.save or args.resume):
+        raise UserError("--checkpoint-every needs --save DIR (or --resume DIR) to write into")
+    resume = resume_root = None
+    if args.resume:
+        resume = find_checkpoint(args.resume)
+        resume_root = run_folder_of(resume)
+        if resume_root is None and not args.save:
+            raise UserError(
+                f"--resume {args.resume} is a single checkpoint, not a run folder: name the "
+                "folder for the run's next checkpoints with --save DIR"
+            )
+    root = Path(args.save) if args.save else resume_root
+    replace = False
+    if root is not None:
+        _check_save_dir(root)
+        existing = RunFolder(root).checkpoints()
+        continuing = resume_root is not None and root.resolve() == resume_root.resolve()
+        if existing and not continuing:
+            if not args.overwrite:
+                raise UserError(
+                    f"--save {root} already holds checkpoints (newest: {existing[-1][1].name}); "
+                    f"add --overwrite to replace them, or --resume {root} to continue that run"
+                )
+            replace = True
+    return _SavePlan(root, resume, args.checkpoint_every, args.keep, replace)
+
+
+def _checkpointing(args, plan: _SavePlan, dataset, config: TrainConfig, library: str):
+    """The run folder, what every checkpoint records, and `fit`'s options to write periodic
+    checkpoints and to resume."""
+    import numpy as np
+
+    from jaxlinear.checkpoint import (
+        RunFolder,
+        check_resumable,
+        data_fingerprint,
+        load_checkpoint,
+    )
+    from jaxlinear.training import steps_per_epoch
+
+    folder = RunFolder(plan.root, keep=plan.keep, replace=plan.replace)
+    x_train, y_train = dataset.x_train.astype(np.float32), dataset.y_train.astype(np.float32)
+    record = {
+        "config": config,
+        "scaling": dataset.scaling,
+        "n_train": len(x_train),
+        "dataset": {**dataset.summary(), "source": args.data, "targets": list(args.target)},
+        "data_sha256": data_fingerprint(x_train, y_train, dataset.scaling),
+        "checkpoint_every": plan.every,
+    }
+    fit_options = {}
+    if plan.every is not None:
+        last_step = config.epochs * steps_per_epoch(len(x_train), config.batch_size)
+
+        def on_checkpoint(state) -> None:
+            # The last one is written after the run succeeds, with its metrics.
+            if state.step < last_step:
+                folder.write(state, **record)
+
+        fit_options.update(checkpoint_every=plan.every, on_checkpoint=on_checkpoint)
+    if plan.resume is not None:
+        checkpoint = load_checkpoint(plan.resume)
+        check_resumable(
+            checkpoint,
+            library=library,
+            config=config,
+            data_sha256=record["data_sha256"],
+            checkpoint_every=plan.every,
+        )
+        fit_options["start"] = checkpoint.state
+        if not args.quiet:
+            print(
+                f"resuming {library} from {checkpoint.path} "
+                f"(epoch {checkpoint.epoch} of {config.epochs})",
+                file=sys.stderr,
+            )
+    return folder, record, fit_options
+
+
+def _check_outputs(args: argparse.Namespace, save_dir: Path | None) -> dict[str, Path | None]:
     """Checks every output path before any work: writable, and none clashing with another or
     with the input file. Returns them by kind."""
     from jaxlinear._io import check_writable
-    from jaxlinear._saved import FILE_NAME
 
     outputs: dict[str, Path | None] = {
         "json": check_writable(args.json) if args.json else None,
         "report": check_writable(args.report) if args.report else None,
-        "save": _check_save_dir(save_dir) / FILE_NAME if save_dir else None,
+        "save": save_dir,
     }
     flags = {"json": "--json", "report": "--report", "save": "--save"}
     seen: dict[Path, str] = {}
@@ -347,33 +516,45 @@ def _check_outputs(args: argparse.Namespace, save_dir: str | None) -> dict[str, 
     return outputs
 
 
-def _check_save_dir(folder: str) -> Path:
-    from jaxlinear._io import check_writable
-    from jaxlinear._saved import FILE_NAME
+def _check_save_dir(folder: Path) -> Path:
+    from jaxlinear.checkpoint import METADATA
 
-    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--save {folder}: exists and is not a folder")
     if not folder.resolve().parent.is_dir():
         raise UserError(f"--save {folder}: its parent folder does not exist")
-    if folder.is_dir():
-        check_writable(folder / FILE_NAME)
-    else:
-        check_writable(folder)  # its parent must let us create it
+    if (folder / METADATA).exists():
+        raise UserError(
+            f"--save {folder}: is a checkpoint itself; name the folder of its run, or a new one"
+        )
+    target = folder if folder.is_dir() else folder.resolve().parent
+    if not os.access(target, os.W_OK):
+        raise UserError(f"--save {folder}: folder {target} is not writable")
     return folder
 
 
-def _saved_model_bytes(comparison, library: str) -> bytes:
-    from jaxlinear._saved import SavedModel, encode
+def _run_predict(args: argparse.Namespace) -> int:
+    from jaxlinear._io import check_writable
 
-    return encode(
-        SavedModel(
-            library=library,
-            weights=comparison.runs[library].weights,
-            scaling=comparison.dataset.scaling,
-            dataset=comparison.dataset.name,
-        )
-    )
+    output = check_writable(args.output) if args.output else None
+    if output is not None and output.resolve() == Path(args.data).resolve():
+        raise UserError(f"--output would overwrite the input data {args.data}: choose another path")
+    if args.library is not None:
+        _check_libraries([args.library])
+    from jaxlinear._csv import read_features
+    from jaxlinear.checkpoint import load_checkpoint, prediction_csv
+
+    checkpoint = load_checkpoint(args.model, library=args.library)
+    x = read_features(args.data, checkpoint.scaling.feature_names)
+    text = prediction_csv(checkpoint, x, source=args.data)
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    from jaxlinear._io import write_text_atomic
+
+    write_text_atomic(output, text)
+    print(f"{len(x)} predictions written to {output}", file=sys.stderr)
+    return 0
 
 
 def _run_show(args: argparse.Namespace) -> int:
@@ -383,19 +564,10 @@ def _run_show(args: argparse.Namespace) -> int:
     if args.library is not None:
         _check_libraries([args.library])
     if args.load:
-        from jaxlinear._saved import load
+        from jaxlinear._report import checkpoint_page
+        from jaxlinear.checkpoint import load_checkpoint
 
-        saved = load(args.load)
-        library = args.library or saved.library
-        description = (
-            f"Trained in {saved.library} on {saved.dataset or 'unknown data'} "
-            f"(saved in {args.load}), opened in {library}: "
-            f"W [{saved.weights.in_features}, {saved.weights.out_features}] on the "
-            "standardised scale."
-        )
-        from jaxlinear._registry import get_library
-
-        model = get_library(library).from_canonical(saved.weights)
+        page = checkpoint_page(load_checkpoint(args.load, library=args.library))
     else:
         if args.library is None:
             raise UserError("name a library with --library NAME, or a saved model with --load DIR")
@@ -408,6 +580,7 @@ def _run_show(args: argparse.Namespace) -> int:
         from jaxlinear._config import check_seed
         from jaxlinear._random import jax_key
         from jaxlinear._registry import get_library
+        from jaxlinear._report import model_page
 
         check_seed(args.seed)
         library = args.library
@@ -418,9 +591,8 @@ def _run_show(args: argparse.Namespace) -> int:
             f"A freshly initialised {library} model, {args.in_features} -> {args.out_features}, "
             f"with the library's default initialisers (seed {args.seed})."
         )
-    from jaxlinear._report import model_page
-
-    write_text_atomic(output, model_page(library, model, description=description))
+        page = model_page(library, model, description=description)
+    write_text_atomic(output, page)
     print(f"page written to {output}", file=sys.stderr)
     return 0
 

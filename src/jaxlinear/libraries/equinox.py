@@ -145,3 +145,33 @@ def state_step(static: Training, arrays: Training, x, y, *, l2: float):
 
 def model_of(training: Training) -> LinearRegression:
     return training.model
+
+
+# Checkpoints, the way equinox's docs write them: `eqx.tree_serialise_leaves` writes every
+# array leaf of a module (here `Training`: the model and the optax state) to one file, and
+# `eqx.tree_deserialise_leaves` reads them into a module of the same structure (`like`),
+# which may be abstract (`eqx.filter_eval_shape`).
+
+NATIVE_FORMAT = "eqx.tree_serialise_leaves of Training (model, opt_state)"
+NATIVE_FILE = "training.eqx"
+
+
+def save_native(directory, training: Training) -> None:
+    """Writes `directory/training.eqx` (the folder must not exist yet)."""
+    from pathlib import Path
+
+    Path(directory).mkdir()
+    eqx.tree_serialise_leaves(Path(directory) / NATIVE_FILE, training)
+
+
+def restore_native(
+    directory, *, in_features: int, out_features: int, optimizer: optax.GradientTransformation
+) -> Training:
+    """The `Training` saved in `directory`; shapes from `in_features`, `out_features` and
+    `optimizer` (equinox raises if the file holds others)."""
+    from pathlib import Path
+
+    like = eqx.filter_eval_shape(
+        lambda: init_training(create(in_features, out_features, key=jax.random.key(0)), optimizer)
+    )
+    return eqx.tree_deserialise_leaves(Path(directory) / NATIVE_FILE, like)

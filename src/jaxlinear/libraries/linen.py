@@ -133,3 +133,32 @@ def model_of(state: TrainState) -> LinenModel:
 
 def _out_features(state: TrainState) -> int:
     return state.params["dense"]["bias"].shape[0]
+
+
+# Checkpoints, the way flax's docs write them for linen: the `TrainState` (parameters, optax
+# state and step) is a pytree of arrays, saved with orbax and restored into an abstract
+# `TrainState` of the same shapes (`jax.eval_shape`), which gives back a `TrainState`.
+
+NATIVE_FORMAT = "orbax: the TrainState (params, opt_state, step)"
+
+
+def save_native(directory, state: TrainState) -> None:
+    """Writes `state` as an orbax checkpoint at `directory` (absolute; must not exist yet)."""
+    from orbax.checkpoint import v1 as ocp
+
+    ocp.save(directory, state)
+
+
+def restore_native(
+    directory, *, in_features: int, out_features: int, optimizer: optax.GradientTransformation
+) -> TrainState:
+    """The `TrainState` saved at `directory`; shapes from `in_features`, `out_features` and
+    `optimizer` (orbax raises if the files hold others)."""
+    from orbax.checkpoint import v1 as ocp
+
+    from jaxlinear.checkpoint import restore_target
+
+    abstract = jax.eval_shape(
+        lambda: init_training(create(in_features, out_features, key=jax.random.key(0)), optimizer)
+    )
+    return ocp.load(directory, restore_target(directory, abstract))

@@ -128,3 +128,36 @@ def state_step(graphdef: nnx.GraphDef, state: nnx.State, x, y, *, l2: float):
 
 def model_of(training: Training) -> LinearRegression:
     return training[0]
+
+
+# Checkpoints, the way flax's nnx checkpointing guide writes them: `nnx.split` the model and
+# optimizer, save the state with orbax, restore it into the state of an abstract copy made by
+# `nnx.eval_shape` (no arrays allocated), and `nnx.merge`.
+
+NATIVE_FORMAT = "orbax: nnx.split state of the model and its nnx.Optimizer"
+
+
+def save_native(directory, training: Training) -> None:
+    """Writes the state of model and optimizer as an orbax checkpoint at `directory`
+    (absolute; must not exist yet)."""
+    from orbax.checkpoint import v1 as ocp
+
+    _, state = nnx.split(training)
+    ocp.save(directory, state)
+
+
+def restore_native(
+    directory, *, in_features: int, out_features: int, optimizer: optax.GradientTransformation
+) -> Training:
+    """`(model, nnx.Optimizer)` as saved at `directory`; shapes from `in_features`,
+    `out_features` and `optimizer` (orbax raises if the files hold others)."""
+    from orbax.checkpoint import v1 as ocp
+
+    from jaxlinear.checkpoint import restore_target
+
+    abstract = nnx.eval_shape(
+        lambda: init_training(create(in_features, out_features, key=jax.random.key(0)), optimizer)
+    )
+    graphdef, abstract_state = nnx.split(abstract)
+    state = ocp.load(directory, restore_target(directory, abstract_state))
+    return nnx.merge(graphdef, state)

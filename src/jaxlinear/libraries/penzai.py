@@ -223,3 +223,73 @@ def model_of(trainer: basic_training.StatefulTrainer) -> LinearRegression:
 
 def _bind(unbound: LinearRegression, values) -> LinearRegression:
     return pz.bind_variables(unbound, [value.unfreeze_as_copy() for value in values])
+
+
+# Checkpoints, the way penzai's docs suggest: the values of `pz.unbind_params(model,
+# freeze=True)` (and the optax state), saved with orbax. Every tuple of `pz.ParameterValue`s
+# (the parameters, and adam's moments, which optax keeps in the parameters' structure) is
+# stored as a dict keyed by parameter label, so the files read
+# `parameters/linear/Affine_0/Linear.weights`, `opt_state/0/mu/linear/Affine_0/...`.
+
+NATIVE_FORMAT = "orbax: pz.unbind_params values and optax state, keyed by parameter label"
+
+
+def save_native(directory, trainer: basic_training.StatefulTrainer) -> None:
+    """Writes the parameter values and optax state as an orbax checkpoint at `directory`
+    (absolute; must not exist yet)."""
+    from orbax.checkpoint import v1 as ocp
+
+    _, (values, opt_state) = split(trainer)
+    ocp.save(directory, _by_label({"parameters": values, "opt_state": opt_state}))
+
+
+def restore_native(
+    directory, *, in_features: int, out_features: int, optimizer: optax.GradientTransformation
+) -> basic_training.StatefulTrainer:
+    """A trainer holding the values saved at `directory`; shapes from `in_features`,
+    `out_features` and `optimizer` (orbax raises if the files hold others)."""
+    from orbax.checkpoint import v1 as ocp
+
+    from jaxlinear.checkpoint import restore_target
+
+    def fresh_arrays():
+        model = create(in_features, out_features, key=jax.random.key(0))
+        return split(init_training(model, optimizer))[1]
+
+    values, opt_state = jax.eval_shape(fresh_arrays)  # of ShapeDtypeStructs
+    like = {"parameters": values, "opt_state": opt_state}
+    restored = _from_labels(like, ocp.load(directory, restore_target(directory, _by_label(like))))
+    arrays = (restored["parameters"], restored["opt_state"])
+    unbound = LinearRegression.from_config("linear", None, [in_features, out_features])
+    return merge(Static(unbound, optimizer), arrays)
+
+
+def _is_values(node) -> bool:
+    return (
+        isinstance(node, tuple)
+        and bool(node)
+        and all(isinstance(value, pz.ParameterValue) for value in node)
+    )
+
+
+def _by_label(tree):
+    """`tree` with every tuple of `pz.ParameterValue`s as `{label: NamedArray}`."""
+    return jax.tree.map(
+        lambda node: {v.label: v.value for v in node} if _is_values(node) else node,
+        tree,
+        is_leaf=_is_values,
+    )
+
+
+def _from_labels(like, keyed):
+    """The inverse of `_by_label`: `keyed`'s values in `like`'s tuples of `ParameterValue`s."""
+    return jax.tree.map(
+        lambda node, saved: (
+            tuple(pz.ParameterValue(label=v.label, value=saved[v.label]) for v in node)
+            if _is_values(node)
+            else saved
+        ),
+        like,
+        keyed,
+        is_leaf=_is_values,
+    )
