@@ -166,7 +166,7 @@ def test_a_step_counter_is_set_apart_and_the_rest_compared():
     assert not verdict.same and verdict.same_core
     assert steps["counting"].self_contained_inputs() == [("count", "s32[]")]
     text = " ".join(verdict.statement())
-    assert "counting's `count` (s32[])" in text and "plain keep no such array" in text
+    assert "counting's `count` (s32[])" in text and "plain keeps no such array" in text
     assert "Without them, the programs are the same up to names." in text
 
 

@@ -687,7 +687,8 @@ def _self_contained_sentence(steps: Mapping[str, CompiledStep], title) -> list[s
         for name in keepers
     )
     others = [title(name) for name in steps if name not in keepers]
-    tail = f" {_join(others)} keep no such array." if others else ""
+    verb = "keeps" if len(others) == 1 else "keep"
+    tail = f" {_join(others)} {verb} no such array." if others else ""
     return [
         f"Arrays computed from themselves and constants alone, and read by nothing else, "
         f"so that they cannot change the model: {listed}.{tail}"

@@ -101,9 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="render a model with treescope to an HTML page",
         description="Renders a model with treescope: a freshly initialised model of --library, "
         "or one saved by `jaxlinear train --save DIR` (--load DIR), opened in --library "
-        "(default: the library that trained it).",
+        "(default: the library that trained it). --library all shows it in the four "
+        "libraries side by side.",
     )
-    show.add_argument("--library", metavar="NAME", help="/".join(LIBRARY_NAMES))
+    show.add_argument(
+        "--library",
+        metavar="NAME",
+        help="/".join(LIBRARY_NAMES) + ", or all: the four side by side",
+    )
     show.add_argument("--load", metavar="DIR", help="folder written by `jaxlinear train --save`")
     show.add_argument("--in-features", type=int, default=3, help="new model: inputs (default: 3)")
     show.add_argument("--out-features", type=int, default=1, help="new model: outputs (default: 1)")
@@ -380,25 +385,18 @@ def _run_show(args: argparse.Namespace) -> int:
     from jaxlinear._io import check_writable, write_text_atomic
 
     output = check_writable(args.output)
-    if args.library is not None:
+    if args.library not in (None, "all"):
         _check_libraries([args.library])
+    saved = None
     if args.load:
         from jaxlinear._saved import load
 
         saved = load(args.load)
-        library = args.library or saved.library
-        description = (
-            f"Trained in {saved.library} on {saved.dataset or 'unknown data'} "
-            f"(saved in {args.load}), opened in {library}: "
-            f"W [{saved.weights.in_features}, {saved.weights.out_features}] on the "
-            "standardised scale."
+    elif args.library is None:
+        raise UserError(
+            "name a library with --library NAME (or all), or a saved model with --load DIR"
         )
-        from jaxlinear._registry import get_library
-
-        model = get_library(library).from_canonical(saved.weights)
     else:
-        if args.library is None:
-            raise UserError("name a library with --library NAME, or a saved model with --load DIR")
         for flag, value in (
             ("--in-features", args.in_features),
             ("--out-features", args.out_features),
@@ -406,21 +404,20 @@ def _run_show(args: argparse.Namespace) -> int:
             if not 1 <= value <= 4096:
                 raise UserError(f"{flag} must be between 1 and 4096 for a page, got {value}")
         from jaxlinear._config import check_seed
-        from jaxlinear._random import jax_key
-        from jaxlinear._registry import get_library
 
         check_seed(args.seed)
-        library = args.library
-        model = get_library(library).create(
-            args.in_features, args.out_features, key=jax_key(args.seed)
-        )
-        description = (
-            f"A freshly initialised {library} model, {args.in_features} -> {args.out_features}, "
-            f"with the library's default initialisers (seed {args.seed})."
-        )
-    from jaxlinear._report import model_page
+    libraries = list(LIBRARY_NAMES) if args.library == "all" else [args.library or saved.library]
+    from jaxlinear._report import show_page
 
-    write_text_atomic(output, model_page(library, model, description=description))
+    page = show_page(
+        libraries,
+        saved=saved,
+        saved_in=args.load,
+        in_features=args.in_features,
+        out_features=args.out_features,
+        seed=args.seed,
+    )
+    write_text_atomic(output, page)
     print(f"page written to {output}", file=sys.stderr)
     return 0
 
