@@ -233,9 +233,25 @@ _CLIPPED_SCRIPT = """(selector) => {
                     element.clientWidth]);
     }
   };
+  // treescope's root clips what its children paint beyond it (paint containment), even
+  // absolutely placed ones such as arrayviz's axis labels, which scrollWidth misses.
+  const checkContained = (root) => {
+    const edge = root.getBoundingClientRect().right;
+    for (const element of root.querySelectorAll('*')) {
+      const box = element.getBoundingClientRect();
+      // Text can run past its own box (white-space: pre): where it ends counts too.
+      const right = Math.max(box.right, box.left + element.scrollWidth);
+      if (box.width > 0 && box.height > 0 && right > edge + 1) {
+        clipped.push([element.tagName + '.' + element.className + ' beyond the tree',
+                      Math.round(right), Math.round(edge)]);
+      }
+    }
+  };
   document.querySelectorAll(selector).forEach(check);
   for (const c of document.querySelectorAll('treescope-container')) {
-    if (c.shadowRoot) c.shadowRoot.querySelectorAll('.treescope_root').forEach(check);
+    if (!c.shadowRoot) continue;
+    c.shadowRoot.querySelectorAll('.treescope_root').forEach(check);
+    c.shadowRoot.querySelectorAll('.treescope_root').forEach(checkContained);
   }
   return clipped;
 }"""
@@ -373,8 +389,10 @@ class BrowserPage:
 
     def clipped_elements(self, selector: str) -> list[list]:
         """The elements matching `selector`, and every treescope root, whose content is
-        wider than their box and cut off rather than scrollable: ``[description,
-        scrollWidth, clientWidth]`` each. Empty when nothing is clipped."""
+        wider than their box and cut off rather than scrollable (``[description,
+        scrollWidth, clientWidth]``), and the elements drawn past a treescope root's right
+        edge, which its paint containment cuts off (``[description, right, edge]``).
+        Empty when nothing is clipped."""
         return self.page.evaluate(_CLIPPED_SCRIPT, selector)
 
     def scrolls_sideways(self) -> bool:

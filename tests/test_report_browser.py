@@ -502,7 +502,7 @@ def _save_readme_screenshot(page: browser.BrowserPage) -> None:
             "x": 0,
             "y": box["y"] - margin,
             "width": 1400,
-            "height": min(box["bottom"] - box["y"] + 2 * margin, 1400),
+            "height": min(box["bottom"] - box["y"] + 2 * margin, 1600),
         },
     )
     assert README_SCREENSHOT.stat().st_size < 500_000

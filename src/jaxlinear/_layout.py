@@ -33,8 +33,11 @@ CSS = """
 .jl-cell .jl-caption { margin: 0.2rem 0; font-size: 0.85rem; color: #444;
                        overflow-wrap: anywhere; }
 .jl-cell treescope-container { display: block; }
+/* treescope's root clips what is drawn past it (paint containment): the right padding
+   takes what hangs over a wrapped line's end (spaces, a copy button) and the part of an
+   axis label arrayviz centres over a heatmap that sits at the end of a line. */
 .jl-cell treescope-container::part(treescope_root) {
-  white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; padding-left: 1ch; }
+  white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; padding: 0 1.5ch 0 0.5ch; }
 .jl-cell .highlight pre, .jl-cell pre.jl-code {
   white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; margin: 0; }
 .jl-cell .highlight { background: #f8f8f8; padding: 0.3rem; }

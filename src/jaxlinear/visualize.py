@@ -299,14 +299,22 @@ customElements.define("treescope-run-here", class extends HTMLElement {
 
 
 # treescope keeps its styles in each container's shadow root, out of reach of the page's
-# stylesheet, and arrayviz's control line under a heatmap ("Zoom: - + Dynamic colormap
-# ...") is `white-space: pre` there: in a narrow column, one unfolded array would make the
-# whole tree wider than the column. This adds one rule to every shadow root once treescope
-# has made them (its own scripts run on DOMContentLoaded, see below), and again after a
-# moment for containers filled later.
+# stylesheet, and arrayviz sets `white-space: pre` on its elements (treescope 0.1.10): in a
+# narrow column, the control line under a heatmap ("Zoom: - + Dynamic colormap ...") makes
+# the whole tree wider than the column, and the axis label over a heatmap (a box as wide as
+# the heatmap, text aligned left) runs past it and is cut off at the tree's edge. These
+# rules let both wrap (a label at spaces only, in a box at least about ten characters
+# wide, so "axis 1: 1" stays whole over a one-column heatmap); arrayviz then makes room
+# for the label's box. They
+# are added to every shadow root once treescope has made them (its own scripts run on
+# DOMContentLoaded, see below), and again after a moment for containers filled later.
 _SHADOW_STYLE_SCRIPT = """
 (() => {
-  const rule = ".treescope_root .arrayviz_container .info { white-space: normal !important; }";
+  const rule = `
+    .treescope_root .arrayviz_container .info { white-space: normal !important; }
+    .treescope_root .arrayviz_container div[style*="text-align: left"] {
+      white-space: normal !important; overflow-wrap: normal; min-width: 5.5em;
+    }`;
   const addRule = () => {
     for (const container of document.querySelectorAll("treescope-container")) {
       const root = container.shadowRoot;
