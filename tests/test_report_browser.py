@@ -142,7 +142,7 @@ def report(report_path) -> str:
 
 
 def test_report_size_is_reasonable(report_path):
-    # The limit for the default data set; it is about 0.9 MB, most of it treescope's
+    # The limit for the default data set; it is about 0.85 MB, most of it treescope's
     # scripts, which every fragment carries again (8 fragments).
     assert report_path.stat().st_size < 5_000_000
 

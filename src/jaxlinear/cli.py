@@ -208,8 +208,10 @@ def _common_options() -> argparse.ArgumentParser:
         nargs="?",
         const=DEFAULT_REPORT,
         metavar="PATH.html",
-        help="also write a self-contained HTML report: every model before and after training "
-        f"rendered by treescope, loss curves, predictions (default file: {DEFAULT_REPORT})",
+        help="also write a self-contained HTML report: the libraries side by side (treescope "
+        "models, labelled parameter heatmaps, optimizer state, code), weights against the "
+        "exact solution, loss curves, and what XLA compiled for each train step "
+        f"(default file: {DEFAULT_REPORT})",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     return common
