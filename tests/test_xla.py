@@ -240,3 +240,12 @@ def test_the_four_libraries_compile_one_model(four_steps):
         text
     )
     assert "equinox stores 3 arrays transposed" in text
+
+
+def test_one_program_alone_is_described_not_compared():
+    w = np.ones((4, 3), np.float32)
+    verdict = _xla.compare_programs({"only": _step("only", lambda w: w * 3.0, w, names=("w",))})
+    assert verdict.same and verdict.differences == []
+    assert verdict.statement()[0].startswith("Only only was run, so there is no other program")
+    with pytest.raises(ValueError, match="no compiled steps"):
+        _xla.compare_programs({})

@@ -36,15 +36,15 @@ CALL_NAMES = {
     "penzai": ("predict", "_named"),
 }
 
-# Where each library keeps adam's state, as the caption over its rendering.
+# Where each library keeps the optimizer's state, as the caption over its rendering.
 OPTIMIZER_CAPTIONS = {
     "linen": "the `TrainState`: step, params, the optax transformation `tx` and its `opt_state`",
-    "nnx": "the `nnx.Optimizer` (`training[1]`): its `opt_state` holds adam's moments for "
+    "nnx": "the `nnx.Optimizer` (`training[1]`): its `opt_state` holds the optax state for "
     "the model's `nnx.Param`s; `step` counts updates",
     "equinox": "the `Training` module: the model, the optax `opt_state` beside it, and the "
     "optimizer as a static field",
     "penzai": "`trainer.state.value.opt_state`: the optax state inside the "
-    "`StatefulTrainer`'s `StateVariable`, one moment per `pz.Parameter` label",
+    "`StatefulTrainer`'s `StateVariable`, keyed like the `pz.Parameter` values",
 }
 
 
@@ -273,8 +273,8 @@ def side_by_side_rows(
                     f"</p>{_tree(optimizer_state(name, training))}"
                     for name, training in trainings.items()
                 },
-                note="Where adam's first and second moments (<code>mu</code>, "
-                "<code>nu</code>) and its step counts live in each library, "
+                note="Where each library keeps the optimizer's state (with adam: its first "
+                "and second moments <code>mu</code> and <code>nu</code>, and step counts), "
                 f"{html.escape(state_label)}.",
                 anchor="row-optimizer-state",
             )

@@ -623,6 +623,13 @@ class ProgramComparison:
 
         everyone = _join([title(n) for n in self.steps])
         first = next(iter(self.steps.values())).program
+        if len(self.steps) == 1:
+            return [
+                f"Only {everyone} was run, so there is no other program to compare with: "
+                f"{len(first.instructions)} instructions in {len(first.computations)} "
+                f"computations, {len(first.inputs)} inputs.",
+                _cost_sentence(self.steps, title),
+            ]
         if self.same:
             sentences = [
                 f"The compiled train steps of {everyone} are the same program up to names: "
