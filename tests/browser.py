@@ -199,6 +199,63 @@ _HEATMAP_PIXELS_SCRIPT = """([attr, id]) => {
   return null;
 }"""
 
+# Collapsed foldable nodes of any kind (not hidden inside another collapsed node), each
+# given a test id; with their label text.
+_MARK_COLLAPSED_NODES_SCRIPT = """(attr) => {
+  const collapsed = '.foldable_node:has(> label > input.foldable_node_toggle:not(:checked))';
+  const found = [];
+  for (const c of document.querySelectorAll('treescope-container')) {
+    if (!c.shadowRoot) continue;
+    for (const node of c.shadowRoot.querySelectorAll(collapsed)) {
+      if (node.parentElement && node.parentElement.closest(collapsed)) continue;
+      if (!node.hasAttribute(attr)) {
+        node.setAttribute(attr, 'node-' + Math.random().toString(36).slice(2));
+      }
+      found.push([node.getAttribute(attr), node.textContent]);
+    }
+  }
+  return found;
+}"""
+
+# Elements whose content is wider than their box and not left to scroll: the box's overflow
+# hides it, or paint containment (treescope's root has `contain: content`) clips it. Each as
+# `[description, scrollWidth, clientWidth]`; `selector` picks the boxes to check, in the page
+# and in every treescope shadow root.
+_CLIPPED_SCRIPT = """(selector) => {
+  const clipped = [];
+  const check = (element) => {
+    if (element.scrollWidth <= element.clientWidth + 1) return;
+    const style = getComputedStyle(element);
+    const scrolls = ['auto', 'scroll'].includes(style.overflowX);
+    const contained = /paint|content|strict/.test(style.contain);
+    if (!scrolls || contained) {
+      clipped.push([element.tagName + '.' + element.className, element.scrollWidth,
+                    element.clientWidth]);
+    }
+  };
+  // treescope's root clips what its children paint beyond it (paint containment), even
+  // absolutely placed ones such as arrayviz's axis labels, which scrollWidth misses.
+  const checkContained = (root) => {
+    const edge = root.getBoundingClientRect().right;
+    for (const element of root.querySelectorAll('*')) {
+      const box = element.getBoundingClientRect();
+      // Text can run past its own box (white-space: pre): where it ends counts too.
+      const right = Math.max(box.right, box.left + element.scrollWidth);
+      if (box.width > 0 && box.height > 0 && right > edge + 1) {
+        clipped.push([element.tagName + '.' + element.className + ' beyond the tree',
+                      Math.round(right), Math.round(edge)]);
+      }
+    }
+  };
+  document.querySelectorAll(selector).forEach(check);
+  for (const c of document.querySelectorAll('treescope-container')) {
+    if (!c.shadowRoot) continue;
+    c.shadowRoot.querySelectorAll('.treescope_root').forEach(check);
+    c.shadowRoot.querySelectorAll('.treescope_root').forEach(checkContained);
+  }
+  return clipped;
+}"""
+
 _IS_EXPANDED_SCRIPT = """([attr, id]) => {
   for (const c of document.querySelectorAll('treescope-container')) {
     const node = c.shadowRoot && c.shadowRoot.querySelector(`[${attr}="${id}"]`);
@@ -316,6 +373,33 @@ class BrowserPage:
             timeout=self.timeout_ms,
         )
         return node_id
+
+    def collapsed_nodes(self, containing: str | None = None) -> list[str]:
+        """Test ids of the clickable collapsed nodes of any kind, in page order.
+
+        Args:
+          containing: Keep only nodes whose text contains this string.
+        """
+        found = self.page.evaluate(_MARK_COLLAPSED_NODES_SCRIPT, _TEST_ID)
+        return [node_id for node_id, text in found if containing is None or containing in text]
+
+    def expand_collapsed_node(self, node_id: str) -> None:
+        """Click the label of the collapsed node with this test id, as a reader would."""
+        self.page.locator(f'[{_TEST_ID}="{node_id}"] > label').click(timeout=self.timeout_ms)
+
+    def clipped_elements(self, selector: str) -> list[list]:
+        """The elements matching `selector`, and every treescope root, whose content is
+        wider than their box and cut off rather than scrollable (``[description,
+        scrollWidth, clientWidth]``), and the elements drawn past a treescope root's right
+        edge, which its paint containment cuts off (``[description, right, edge]``).
+        Empty when nothing is clipped."""
+        return self.page.evaluate(_CLIPPED_SCRIPT, selector)
+
+    def scrolls_sideways(self) -> bool:
+        """Whether the page itself is wider than the window."""
+        return self.page.evaluate(
+            "() => document.documentElement.scrollWidth > document.documentElement.clientWidth"
+        )
 
     def is_expanded(self, node_id: str) -> bool | None:
         """Whether the node with this test id is expanded (None if not found)."""

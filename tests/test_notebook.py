@@ -74,6 +74,13 @@ def test_notebook_runs_top_to_bottom_and_shows_treescope():
     assert len(displayed) >= 8
     for cell in displayed:
         assert "treescope" in _html(cell), cell.source
+    # The side-by-side view, through the public API: a column per library, trees inside.
+    side_by_side = next(cell for cell in code if "visualize.side_by_side(" in cell.source)
+    view = _html(side_by_side)
+    assert "jl-side-by-side" in view
+    columns = re.findall(r'data-column="(\w+)"', view)
+    assert columns[:4] == ["linen", "nnx", "equinox", "penzai"] and len(columns) == 4 * 5
+    assert view.count("<treescope-container") == 8
     penzai_parameters = next(cell for cell in code if "treescope.display(" in cell.source)
     assert "treescope" in _html(penzai_parameters)
     assert "features_out" in "".join(o.get("text", "") for o in penzai_parameters.outputs)

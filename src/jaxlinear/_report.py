@@ -1,37 +1,23 @@
-"""The HTML report of `jaxlinear compare --report` and the page of `jaxlinear show`.
+"""The HTML pages: the report of `jaxlinear compare --report` and the page of `jaxlinear show`.
 
-Every model is rendered by treescope as the library's own object, so the page shows what each
-library's model *is*: a module plus a separate params pytree (linen), a module holding its
-state (nnx), a module that is the pytree (equinox), layers with named-axis parameter
-variables (penzai). Source code is read from this package, so the page never drifts from it.
+Both are built from the same side-by-side view (`_views`): one column per library, one row
+per aspect (the model, its parameters, its optimizer state, how it is called, its train
+step). The report adds the results, the weights against the exact solution, the loss curves,
+what XLA compiled (`_xla`, `_sections`) and the idiom table below.
 """
 
 from __future__ import annotations
 
 import html
-import inspect
-import math
-import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from jaxlinear import visualize
+from jaxlinear import _layout, _sections, _views, _xla, visualize
 from jaxlinear._compare import Comparison
-from jaxlinear._registry import LIBRARY_NAMES, get_library
-
-TITLES = {"linen": "flax.linen", "nnx": "flax.nnx", "equinox": "equinox", "penzai": "penzai"}
-
-# The code a reader should compare: the model class, the textbook step, and how the library
-# splits its training state for the driver's fast and fused paths.
-SOURCE_NAMES = {
-    "linen": ("LinearRegression", "_train_step", "split", "state_step"),
-    "nnx": ("LinearRegression", "_train_step", "split", "state_step"),
-    "equinox": ("LinearRegression", "_train_step", "split", "state_step"),
-    "penzai": ("LinearRegression", "loss_fn", "make_trainer", "split", "state_step"),
-}
+from jaxlinear._registry import LIBRARY_NAMES, TITLES
+from jaxlinear._views import parameters as parameters
+from jaxlinear._views import source_code as source_code
 
 # Rows of the side-by-side table: (aspect, {library: how}), written for the pinned releases.
 IDIOMS: tuple[tuple[str, dict[str, str]], ...] = (
@@ -114,72 +100,16 @@ IDIOMS: tuple[tuple[str, dict[str, str]], ...] = (
 )
 
 
-def parameters(library: str, model: Any) -> Any:
-    """The library's own view of a model's parameters, for rendering as arrays."""
-    if library == "linen":
-        return model.variables
-    if library == "nnx":
-        from flax import nnx
-
-        return nnx.state(model, nnx.Param)
-    if library == "equinox":
-        import equinox as eqx
-
-        return eqx.filter(model, eqx.is_inexact_array)
-    if library == "penzai":
-        from penzai import pz
-
-        _, values = pz.unbind_params(model, freeze=True)
-        return {value.label: value.value for value in values}  # NamedArrays: axes by name
-    raise ValueError(f"unknown library {library!r}")
-
-
-def source_code(library: str) -> str:
-    """The model class and train steps of `library`, as written in this package."""
-    module = get_library(library).module
-    pieces = [inspect.getsource(getattr(module, name)) for name in SOURCE_NAMES[library]]
-    # The textbook step is jitted where it is defined (`train_step = nnx.jit(_train_step)`);
-    # that line says which transform each library uses, so it follows the function.
-    jit_line = re.search(r"^train_step = .+$", inspect.getsource(module), re.MULTILINE)
-    if jit_line:
-        index = SOURCE_NAMES[library].index("_train_step")
-        pieces[index] = pieces[index] + "\n\n" + jit_line.group(0) + "\n"
-    return "\n\n".join(pieces)
-
-
-def library_sections(
-    library: str, models: Sequence[tuple[str, Any]], *, with_source: bool = True
-) -> list[visualize.Section]:
-    """Sections for one library: each `(label, model)` as a treescope tree and as arrays."""
-    title = TITLES[library]
-    sections = []
-    for label, model in models:
-        body = (
-            f"<h3>model</h3>{visualize.render_fragment(model)}"
-            f"<h3>parameters as arrays</h3>"
-            f"{visualize.render_fragment(parameters(library, model), expand_depth=4)}"
-        )
-        sections.append(
-            visualize.Section(
-                f"{title}: {label}", body, anchor=f"{library}-{label}".replace(" ", "-")
-            )
-        )
-    if with_source:
-        code = visualize.render_code(source_code(library))
-        sections.append(visualize.Section(f"{title}: source", code, anchor=f"{library}-source"))
-    return sections
-
-
 def idiom_table_html(libraries: Sequence[str] = LIBRARY_NAMES) -> str:
-    """The side-by-side table of how the libraries express the same thing."""
+    """The table of how the libraries express the same thing (fixed layout: it wraps)."""
     head = "".join(f"<th>{TITLES[name]}</th>" for name in libraries)
     rows = "".join(
-        f"<tr><th>{html.escape(aspect)}</th>"
-        + "".join(f"<td>{_code_spans(how[name])}</td>" for name in libraries)
+        f"<tr><th>{_layout.code_spans(aspect)}</th>"
+        + "".join(f"<td>{_layout.code_spans(how[name])}</td>" for name in libraries)
         + "</tr>"
         for aspect, how in IDIOMS
     )
-    return f'<table class="grid"><tr><th></th>{head}</tr>{rows}</table>'
+    return f'<table class="jl-grid jl-fixed jl-idioms"><tr><th></th>{head}</tr>{rows}</table>'
 
 
 def idiom_table_markdown(libraries: Sequence[str] = LIBRARY_NAMES) -> str:
@@ -195,213 +125,196 @@ def idiom_table_markdown(libraries: Sequence[str] = LIBRARY_NAMES) -> str:
     return "\n".join(lines)
 
 
-def metrics_table_html(comparison: Comparison) -> str:
-    columns = [
-        ("train_mse", "train MSE"),
-        ("test_mse", "test MSE"),
-        ("test_r2", "test R²"),
-        ("max_abs_weight_error", "max |W - W*|"),
-        ("compile_seconds", "compile s"),
-        ("ms_per_step", "ms/step"),
-    ]
-    head = "".join(f"<th>{label}</th>" for _, label in columns)
-    rows = [("exact", comparison.exact | {"max_abs_weight_error": 0.0})]
-    rows += [(TITLES[name], run.metrics) for name, run in comparison.runs.items()]
-    body = "".join(
-        f"<tr><th>{name}</th>"
-        + "".join(f"<td>{_number(metrics.get(key, math.nan))}</td>" for key, _ in columns)
-        + "</tr>"
-        for name, metrics in rows
-    )
-    return f'<table class="grid"><tr><th>library</th>{head}</tr>{body}</table>'
-
-
-def loss_figure(comparison: Comparison):
-    """Training loss of every library per step, and its gap to the exact optimum (log scale)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4))
-    curves, gaps = figure.subplots(1, 2)
-    optimum = comparison.exact["train_loss"]
-    styles = ["-", "--", "-.", ":"]
-    for (name, run), style in zip(comparison.runs.items(), styles * 2, strict=False):
-        steps = np.arange(1, len(run.fit.losses) + 1)
-        curves.plot(steps, run.fit.losses, style, label=TITLES[name], linewidth=1.5)
-        # Below float32's resolution of the loss the gap is rounding noise: clip it there.
-        floor = np.finfo(np.float32).eps * optimum
-        gaps.plot(steps, np.maximum(run.fit.losses - optimum, floor), style, label=TITLES[name])
-    curves.axhline(optimum, color="black", linewidth=0.8, label="exact optimum")
-    curves.set(xlabel="step", ylabel="training loss", yscale="log", title="loss (batch)")
-    gaps.set(xlabel="step", ylabel="loss - optimum", yscale="log", title="gap to the optimum")
-    curves.legend()
-    gaps.legend()
-    figure.tight_layout()
-    return figure
-
-
-def prediction_figure(comparison: Comparison):
-    """Predicted against true test targets, one panel per output (at most 4)."""
-    from matplotlib.figure import Figure
-
-    dataset = comparison.dataset
-    truth = dataset.scaling.targets_to_original(dataset.y_test)
-    exact = dataset.scaling.targets_to_original(comparison.exact_weights.predict(dataset.x_test))
-    outputs = min(dataset.out_features, 4)
-    figure = Figure(figsize=(4.2 * outputs, 4))
-    axes = np.atleast_1d(figure.subplots(1, outputs))
-    markers = ["o", "s", "^", "D"]
-    for k, ax in enumerate(axes):
-        for i, (name, run) in enumerate(comparison.runs.items()):
-            # Hollow markers of different shapes: the libraries' points coincide, so each
-            # must stay visible on top of the others.
-            ax.scatter(
-                truth[:, k],
-                run.test_predictions[:, k],
-                marker=markers[i % len(markers)],
-                s=28,
-                facecolors="none",
-                edgecolors=f"C{i}",
-                label=TITLES[name],
-            )
-        ax.scatter(truth[:, k], exact[:, k], marker=".", color="black", s=8, label="exact")
-        low, high = float(truth[:, k].min()), float(truth[:, k].max())
-        ax.plot([low, high], [low, high], color="gray", linewidth=0.8)
-        ax.set(xlabel=f"true {dataset.target_names[k]}", ylabel="predicted", title="test set")
-    axes[0].legend(fontsize="small")
-    figure.tight_layout()
-    return figure
-
-
 def comparison_report(comparison: Comparison, *, command: Sequence[str] | None = None) -> str:
     """The full self-contained HTML report of a comparison."""
     from dataclasses import asdict
 
-    dataset = comparison.dataset.summary()
-    settings = asdict(comparison.config)
+    dataset = comparison.dataset
+    summary = dataset.summary()
     reproduce = shlex.join(command) if command else "jaxlinear compare --report"
     intro = (
-        f"<p>Data <b>{html.escape(dataset['name'])}</b>: {dataset['n_train']} training and "
-        f"{dataset['n_test']} test rows, {dataset['in_features']} features -> "
-        f"{dataset['out_features']} target(s), standardised with training statistics.</p>"
-        f"<p>Settings: {_settings_html(settings)}. Every library started from the same "
-        "weights and saw the same batches.</p>"
+        f"<p>Data <b>{html.escape(summary['name'])}</b>: {summary['n_train']} training and "
+        f"{summary['n_test']} test rows, {summary['in_features']} features -> "
+        f"{summary['out_features']} target(s), standardised with training statistics.</p>"
+        f"<p>Settings: {_settings_html(asdict(comparison.config))}. Every library started "
+        "from the same weights and saw the same batches.</p>"
         f"<p>Reproduce with <code>{html.escape(reproduce)}</code>.</p>"
     )
+    libraries = list(comparison.runs)
+    side_by_side = _views.side_by_side_html(
+        {name: run.trained_model for name, run in comparison.runs.items()},
+        {name: run.fit.training for name, run in comparison.runs.items()},
+        dataset.feature_names,
+        dataset.target_names,
+        model_label="trained model",
+    )
+    differences = (
+        _sections.weights_against_exact(comparison)
+        + "<h3>Loss and its gap to the optimum</h3>"
+        + visualize.render_figure(_sections.loss_figure(comparison))
+        + "<h3>Predicted against true</h3>"
+        + visualize.render_figure(_sections.prediction_figure(comparison))
+    )
     sections = [
-        visualize.Section("Results", metrics_table_html(comparison), anchor="results"),
+        visualize.Section("Results", _sections.results_table(comparison), anchor="results"),
         visualize.Section(
-            "Loss curves",
-            visualize.render_figure(loss_figure(comparison)),
-            anchor="loss-curves",
+            f"The {_count(libraries)} side by side", side_by_side, anchor="side-by-side"
+        ),
+        visualize.Section("Differences at a glance", differences, anchor="differences"),
+        visualize.Section(
+            "What XLA sees",
+            _sections.xla_section(_xla.compiled_steps(comparison)),
+            anchor="xla",
         ),
         visualize.Section(
-            "Predicted vs true",
-            visualize.render_figure(prediction_figure(comparison)),
-            anchor="predictions",
+            "How the libraries differ, in words", idiom_table_html(libraries), anchor="idioms"
         ),
-        visualize.Section("How the libraries differ", idiom_table_html(), anchor="idioms"),
     ]
-    for name, run in comparison.runs.items():
-        sections += library_sections(
-            name, [("before training", run.initial_model), ("after training", run.trained_model)]
-        )
     return visualize.render_page(
         "jaxlinear: one linear model in four JAX libraries",
         sections,
         intro_html=intro,
-        extra_css=_TABLE_CSS,
+        extra_css=PAGE_CSS,
     )
 
 
-def model_page(library: str, model: Any, *, description: str) -> str:
-    """A page showing one model of `library` (for `jaxlinear show`)."""
-    sections = library_sections(library, [("model", model)])
-    intro = f"<p>{html.escape(description)}</p>"
+def models_page(
+    models: Mapping[str, Any],
+    *,
+    description: str,
+    trainings: Mapping[str, Any] | None = None,
+    state_label: str = "as a training run starts (adam with the default settings)",
+    feature_names: Sequence[str] | None = None,
+    target_names: Sequence[str] | None = None,
+) -> str:
+    """A page showing `models` (library -> model) side by side (for `jaxlinear show`), each
+    with its training object's optimizer state (`trainings`; by default the state a training
+    run would start from)."""
+    feature_names, target_names = default_names(models, feature_names, target_names)
+    body = _views.side_by_side_html(
+        models,
+        trainings if trainings is not None else _views.fresh_trainings(models),
+        feature_names,
+        target_names,
+        state_label=state_label,
+    )
+    libraries = list(models)
+    title = (
+        f"jaxlinear: {TITLES[libraries[0]]} model"
+        if len(libraries) == 1
+        else f"jaxlinear: one model in {_count(libraries)}"
+    )
     return visualize.render_page(
-        f"jaxlinear: {TITLES[library]} model", sections, intro_html=intro, extra_css=_TABLE_CSS
+        title,
+        [visualize.Section("Side by side", body, anchor="side-by-side")],
+        intro_html=f"<p>{html.escape(description)}</p>",
+        extra_css=PAGE_CSS,
     )
 
 
-def optimizer_state(library: str, training: Any) -> Any:
-    """Where the optimizer state lives in the library's own training object."""
-    if library == "linen":
-        return training.opt_state  # a field of the TrainState
-    if library == "nnx":
-        return training[1].opt_state  # nnx.Optimizer's OptState variables
-    if library == "equinox":
-        return training.opt_state  # a field of the Training module
-    if library == "penzai":
-        return training.state.value.opt_state  # in the StatefulTrainer's state variable
-    raise ValueError(f"unknown library {library!r}")
+def show_page(
+    libraries: Sequence[str],
+    *,
+    checkpoint=None,
+    in_features: int = 3,
+    out_features: int = 1,
+    seed: int = 0,
+) -> str:
+    """The page of `jaxlinear show`: `checkpoint` (a `jaxlinear.checkpoint.Checkpoint`)
+    opened in each of `libraries`, or else a fresh `in_features -> out_features` model of
+    each, made with the library's own initialisers from `seed`.
 
+    A checkpoint's own library shows the training state its native files restore, optimizer
+    state included; the others hold the same weights with a fresh optimizer (optimizer state
+    does not move between libraries).
+    """
+    from jaxlinear._random import jax_key
+    from jaxlinear._registry import get_library
 
-def checkpoint_page(checkpoint) -> str:
-    """A page showing a loaded `jaxlinear.checkpoint.Checkpoint`: the model in the library it
-    was loaded into, and the training state its native files restore, optimizer included."""
-    library, trained_in = checkpoint.library, checkpoint.trained_in
-    metadata = checkpoint.metadata
-    sections = library_sections(library, [("model", checkpoint.model)], with_source=False)
-    if checkpoint.training is None:
-        what = "Only model.safetensors was saved (no native files, no optimizer state)."
-    else:
-        native = metadata["native"]["format"]
-        what = (
-            f"Epoch {metadata['epoch']} of {metadata['settings']['epochs']} (step "
-            f"{metadata['step']}). Its native files ({native}) restore the training state "
-            f"shown below in {TITLES[trained_in]}, optimizer state included."
+    opened = ", ".join(libraries)
+    if checkpoint is None:
+        models = {
+            name: get_library(name).create(in_features, out_features, key=jax_key(seed))
+            for name in libraries
+        }
+        kind = (
+            f"A freshly initialised {libraries[0]} model"
+            if len(libraries) == 1
+            else f"Freshly initialised models in {opened}"
         )
-        sections += [
-            visualize.Section(
-                f"{TITLES[trained_in]}: training state restored from {NATIVE_LABEL}",
-                visualize.render_fragment(checkpoint.training, expand_depth=3),
-                anchor="native-training-state",
-            ),
-            visualize.Section(
-                f"{TITLES[trained_in]}: optimizer state",
-                visualize.render_fragment(
-                    optimizer_state(trained_in, checkpoint.training), expand_depth=5
-                ),
-                anchor="optimizer-state",
-            ),
-        ]
+        description = (
+            f"{kind}, {in_features} -> {out_features}, with each library's default "
+            f"initialisers (seed {seed})."
+        )
+        return models_page(models, description=description)
+    trained_in, metadata, weights = checkpoint.trained_in, checkpoint.metadata, checkpoint.weights
+    models = {name: get_library(name).from_canonical(weights) for name in libraries}
+    trainings = _views.fresh_trainings(models)
+    if checkpoint.training is None:
+        restored = "Only model.safetensors was saved: no native files, no optimizer state."
+        state_label = "as a training run starts (no optimizer state was saved)"
+    else:
+        if trained_in in models:
+            models[trained_in] = get_library(trained_in).module.model_of(checkpoint.training)
+            trainings[trained_in] = checkpoint.training
+        restored = (
+            f"Epoch {metadata['epoch']} of {metadata['settings']['epochs']} (step "
+            f"{metadata['step']}). {TITLES[trained_in]}'s native files "
+            f"({metadata['native']['format']}) restore its training state, optimizer state "
+            "included; any other library holds the same weights with a fresh optimizer."
+        )
+        state_label = (
+            f"as restored from the checkpoint for {TITLES[trained_in]}, fresh for the others"
+        )
     dataset = (metadata.get("dataset") or {}).get("name") or "unknown data"
     description = (
         f"Trained in {trained_in} on {dataset} (saved in {checkpoint.path}), opened in "
-        f"{library}: W [{checkpoint.weights.in_features}, {checkpoint.weights.out_features}] "
-        f"on the standardised scale. {what}"
+        f"{opened}: W [{weights.in_features}, {weights.out_features}] on the standardised "
+        f"scale. {restored}"
     )
-    intro = f"<p>{html.escape(description)}</p>"
-    return visualize.render_page(
-        f"jaxlinear: {TITLES[library]} model from a checkpoint",
-        sections,
-        intro_html=intro,
-        extra_css=_TABLE_CSS,
+    return models_page(
+        models,
+        description=description,
+        trainings=trainings,
+        state_label=state_label,
+        feature_names=checkpoint.scaling.feature_names,
+        target_names=checkpoint.scaling.target_names,
     )
 
 
-NATIVE_LABEL = "native/"
+def default_names(
+    models: Mapping[str, Any],
+    feature_names: Sequence[str] | None,
+    target_names: Sequence[str] | None,
+) -> tuple[list[str], list[str]]:
+    """The given feature and target names, or `x0, x1, ...` and `y0, ...` as the data
+    loader names unnamed columns."""
+    from jaxlinear._registry import get_library
 
-_TABLE_CSS = """
-table.grid { border-collapse: collapse; margin: 0.5rem 0; }
-table.grid th, table.grid td { border: 1px solid #ccc; padding: 0.3rem 0.6rem;
-                               text-align: left; vertical-align: top; }
-table.grid td { font-variant-numeric: tabular-nums; }
+    name, model = next(iter(models.items()))
+    weights = get_library(name).to_canonical(model)
+    features = list(feature_names or [f"x{i}" for i in range(weights.in_features)])
+    targets = list(target_names or [f"y{j}" for j in range(weights.out_features)])
+    return features, targets
+
+
+PAGE_CSS = (
+    _layout.CSS
+    + """
+body { max-width: 100rem; }
+body > p, nav { max-width: 72rem; }
+img { max-width: 100%; height: auto; }
+td.jl-differs { background: #fff3c4; }
 """
+)
 
 
-def _code_spans(text: str) -> str:
-    """Markdown-style `code` spans to <code> elements; everything else escaped."""
-    parts = html.escape(text).split("`")
-    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+def _count(libraries: Sequence[str]) -> str:
+    words = {1: "one library", 2: "two libraries", 3: "three libraries", 4: "four libraries"}
+    return words.get(len(libraries), f"{len(libraries)} libraries")
 
 
 def _settings_html(settings: dict) -> str:
     return ", ".join(
         f"{key}=<code>{html.escape(str(value))}</code>" for key, value in settings.items()
     )
-
-
-def _number(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.6g}"

@@ -154,10 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="render a model with treescope to an HTML page",
         description="Renders a model with treescope: a freshly initialised model of --library, "
         "or the newest checkpoint saved by `jaxlinear train --save DIR` (--load DIR), opened "
-        "in --library (default: the library that trained it), with the training state its "
-        "native files restore (parameters and optimizer state).",
+        "in --library (default: the library that trained it) beside the library that trained "
+        "it, with the training state its native files restore (parameters and optimizer "
+        "state). --library all shows the four libraries side by side.",
     )
-    show.add_argument("--library", metavar="NAME", help="/".join(LIBRARY_NAMES))
+    show.add_argument(
+        "--library",
+        metavar="NAME",
+        help="/".join(LIBRARY_NAMES) + ", or all: the four side by side",
+    )
     show.add_argument("--load", metavar="DIR", help="folder written by `jaxlinear train --save`")
     show.add_argument("--in-features", type=int, default=3, help="new model: inputs (default: 3)")
     show.add_argument("--out-features", type=int, default=1, help="new model: outputs (default: 1)")
@@ -257,8 +262,10 @@ def _common_options() -> argparse.ArgumentParser:
         nargs="?",
         const=DEFAULT_REPORT,
         metavar="PATH.html",
-        help="also write a self-contained HTML report: every model before and after training "
-        f"rendered by treescope, loss curves, predictions (default file: {DEFAULT_REPORT})",
+        help="also write a self-contained HTML report: the libraries side by side (treescope "
+        "models, labelled parameter heatmaps, optimizer state, code), weights against the "
+        "exact solution, loss curves, and what XLA compiled for each train step "
+        f"(default file: {DEFAULT_REPORT})",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     return common
@@ -561,16 +568,21 @@ def _run_show(args: argparse.Namespace) -> int:
     from jaxlinear._io import check_writable, write_text_atomic
 
     output = check_writable(args.output)
-    if args.library is not None:
+    if args.library not in (None, "all"):
         _check_libraries([args.library])
+    checkpoint = None
     if args.load:
-        from jaxlinear._report import checkpoint_page
         from jaxlinear.checkpoint import load_checkpoint
 
-        page = checkpoint_page(load_checkpoint(args.load, library=args.library))
+        opened_in = None if args.library == "all" else args.library
+        checkpoint = load_checkpoint(args.load, library=opened_in)
+        # The library that trained it comes first: its column shows the restored state.
+        libraries = [checkpoint.trained_in, checkpoint.library]
+    elif args.library is None:
+        raise UserError(
+            "name a library with --library NAME (or all), or a saved model with --load DIR"
+        )
     else:
-        if args.library is None:
-            raise UserError("name a library with --library NAME, or a saved model with --load DIR")
         for flag, value in (
             ("--in-features", args.in_features),
             ("--out-features", args.out_features),
@@ -578,20 +590,20 @@ def _run_show(args: argparse.Namespace) -> int:
             if not 1 <= value <= 4096:
                 raise UserError(f"{flag} must be between 1 and 4096 for a page, got {value}")
         from jaxlinear._config import check_seed
-        from jaxlinear._random import jax_key
-        from jaxlinear._registry import get_library
-        from jaxlinear._report import model_page
 
         check_seed(args.seed)
-        library = args.library
-        model = get_library(library).create(
-            args.in_features, args.out_features, key=jax_key(args.seed)
-        )
-        description = (
-            f"A freshly initialised {library} model, {args.in_features} -> {args.out_features}, "
-            f"with the library's default initialisers (seed {args.seed})."
-        )
-        page = model_page(library, model, description=description)
+        libraries = [args.library]
+    if args.library == "all":
+        libraries = list(LIBRARY_NAMES)
+    from jaxlinear._report import show_page
+
+    page = show_page(
+        list(dict.fromkeys(libraries)),
+        checkpoint=checkpoint,
+        in_features=args.in_features,
+        out_features=args.out_features,
+        seed=args.seed,
+    )
     write_text_atomic(output, page)
     print(f"page written to {output}", file=sys.stderr)
     return 0

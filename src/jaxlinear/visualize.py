@@ -8,6 +8,9 @@ The pieces a report page is built from:
 - `render_code` and `render_figure` render source code and matplotlib figures.
 - `render_page` joins `Section`s into ONE HTML document that makes no network
   request: every script, style and image is inline.
+- `side_by_side` shows models of the four libraries in columns, one row per
+  aspect (the model, its parameters, its optimizer state, how it is called, its
+  train step): the view of `jaxlinear compare --report`, for a notebook cell.
 
 treescope and matplotlib are imported on first use, so importing this module
 is cheap.
@@ -55,11 +58,13 @@ from typing import Any, Literal
 
 __all__ = [
     "Section",
+    "SideBySide",
     "render_code",
     "render_figure",
     "render_fragment",
     "render_page",
     "setup",
+    "side_by_side",
 ]
 
 
@@ -103,6 +108,8 @@ def render_fragment(
     autovisualize: bool = True,
     pixels_per_cell: float = 7,
     compressed: bool = False,
+    line_width: int | None = None,
+    max_lines: int | None = 20,
 ) -> str:
     """Render any object with treescope to an embeddable HTML fragment.
 
@@ -129,6 +136,12 @@ def render_fragment(
       compressed: Store the content zlib-compressed (about 3x smaller). It is
         then only inserted when scrolled near the viewport; see the module
         docstring.
+      line_width: Lay the tree out for lines of about this many characters
+        (treescope's balanced layout, which unfolds a node whose one-line form
+        is longer), e.g. for a narrow column. None keeps the active strategy.
+        Ignored when `expand_depth` is given.
+      max_lines: With `line_width`: stop unfolding nodes past about this many
+        lines (None: no limit); a node left folded opens on a click.
 
     Returns:
       The HTML fragment, a string.
@@ -143,8 +156,16 @@ def render_fragment(
         autovisualizer = treescope.ArrayAutovisualizer(pixels_per_cell=pixels_per_cell)
     else:
         autovisualizer = None
-    if expand_depth is None:
+    if expand_depth is None and line_width is None:
         expansion = contextlib.nullcontext()
+    elif expand_depth is None:
+        expansion = treescope.active_expansion_strategy.set_scoped(
+            functools.partial(
+                layout_algorithms.expand_for_balanced_layout,
+                target_width=line_width,
+                max_height=max_lines,
+            )
+        )
     else:
         expansion = treescope.active_expansion_strategy.set_scoped(
             functools.partial(layout_algorithms.expand_to_depth, depth=expand_depth)
@@ -277,6 +298,43 @@ customElements.define("treescope-run-here", class extends HTMLElement {
 """
 
 
+# treescope keeps its styles in each container's shadow root, out of reach of the page's
+# stylesheet, and arrayviz sets `white-space: pre` on its elements (treescope 0.1.10): in a
+# narrow column, the control line under a heatmap ("Zoom: - + Dynamic colormap ...") makes
+# the whole tree wider than the column, and the axis label over a heatmap (a box as wide as
+# the heatmap, text aligned left) runs past it and is cut off at the tree's edge. These
+# rules let both wrap (a label at spaces only, in a box at least about ten characters
+# wide, so "axis 1: 1" stays whole over a one-column heatmap); arrayviz then makes room
+# for the label's box. They
+# are added to every shadow root once treescope has made them (its own scripts run on
+# DOMContentLoaded, see below), and again after a moment for containers filled later.
+_SHADOW_STYLE_SCRIPT = """
+(() => {
+  const rule = `
+    .treescope_root .arrayviz_container .info { white-space: normal !important; }
+    .treescope_root .arrayviz_container div[style*="text-align: left"] {
+      white-space: normal !important; overflow-wrap: normal; min-width: 5.5em;
+    }`;
+  const addRule = () => {
+    for (const container of document.querySelectorAll("treescope-container")) {
+      const root = container.shadowRoot;
+      if (!root || root.querySelector("style[data-jaxlinear]")) continue;
+      const style = document.createElement("style");
+      style.setAttribute("data-jaxlinear", "");
+      style.textContent = rule;
+      root.appendChild(style);
+    }
+  };
+  const soon = () => { setTimeout(addRule, 0); setTimeout(addRule, 500); };
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", soon, {once: true});
+  } else {
+    soon();
+  }
+})();
+"""
+
+
 def _anchor(title: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return slug or "section"
@@ -328,5 +386,69 @@ def render_page(
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escaped_title}</title>\n<style>{_PAGE_CSS}{extra_css}</style>\n"
         f"<script>{_RUN_AFTER_PARSE_SCRIPT}</script>\n</head>\n<body>\n"
-        f"<h1>{escaped_title}</h1>\n{intro_html}\n{nav}\n{body}\n</body>\n</html>\n"
+        f"<h1>{escaped_title}</h1>\n{intro_html}\n{nav}\n{body}\n"
+        f"<script>{_SHADOW_STYLE_SCRIPT}</script>\n</body>\n</html>\n"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class SideBySide:
+    """The side-by-side view as an HTML fragment; a notebook displays it.
+
+    Attributes:
+      html: the fragment, with its own styles and scripts (self-contained, offline).
+    """
+
+    html: str
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+def side_by_side(
+    models: Any,
+    *,
+    feature_names: Sequence[str] | None = None,
+    target_names: Sequence[str] | None = None,
+) -> SideBySide:
+    """The libraries side by side, one column each, as in `jaxlinear compare --report`.
+
+    Rows: each model as treescope renders it; its parameters as heatmaps in the
+    library's own layout, labelled with the feature and target names; its
+    optimizer state; how it is called; its train step's source.
+
+    Args:
+      models: a `jaxlinear.Comparison` (its trained models, each with the
+        optimizer state its training ended with, and the data's names), or a
+        mapping from library name to a model of that library (each shown with
+        the optimizer state a training run would start from).
+      feature_names, target_names: names for the parameters' rows and columns;
+        by default the comparison's data's, or `x0, x1, ...` and `y0, ...`.
+
+    Returns:
+      A `SideBySide`; in a notebook, ending a cell with it shows the view.
+
+    Raises:
+      ValueError: an unknown library name; WrongLibraryError: a model that is not
+        of the library it is given for.
+    """
+    from jaxlinear import _layout, _report, _views
+    from jaxlinear._compare import Comparison
+    from jaxlinear._registry import get_library
+
+    if isinstance(models, Comparison):
+        dataset = models.dataset
+        trainings = {name: run.fit.training for name, run in models.runs.items()}
+        feature_names = feature_names or dataset.feature_names
+        target_names = target_names or dataset.target_names
+        models = {name: run.trained_model for name, run in models.runs.items()}
+        labels = {"model_label": "trained model"}
+    else:
+        models = dict(models)
+        for name, model in models.items():
+            get_library(name).check_model(model, "side_by_side")
+        trainings = _views.fresh_trainings(models)
+        labels = {"state_label": "as a training run starts (adam with the default settings)"}
+    feature_names, target_names = _report.default_names(models, feature_names, target_names)
+    body = _views.side_by_side_html(models, trainings, feature_names, target_names, **labels)
+    return SideBySide(f"<style>{_layout.CSS}</style>{body}<script>{_SHADOW_STYLE_SCRIPT}</script>")
