@@ -104,7 +104,17 @@ class JaxLinearRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     yourself. The optimizer state (adam's moments and step count) is carried from call to
     call through the driver's `TrainingState` (`start=`); a `partial_fit` after `fit`
     starts from the fitted weights with a fresh optimizer. `sample_weight` is relative
-    within each call (scaled to mean 1 per call).
+    within each call (scaled to mean 1 per call). Adam's steps are about `learning_rate` in
+    every weight whatever the gradient's size, so on a stream a smaller rate than `fit`'s
+    peak (e.g. 0.01) keeps the weights closer to the optimum. Each call compiles its
+    training loop, as every run of the driver does (~0.2 s on a 2-core CPU): give it
+    batches large enough for that not to matter, or turn on jax's persistent compilation
+    cache (`jax_compilation_cache_dir`), which makes the repeats ~0.1 s loads.
+
+    Tags: `MultiOutputMixin` and `RegressorMixin` set the ones that differ from
+    scikit-learn's defaults (multi-output regressor); the defaults hold for the rest
+    (dense input only, no missing values, deterministic for a given `random_state`), so
+    there is no `__sklearn_tags__` of its own.
     """
 
     def __init__(
@@ -182,12 +192,11 @@ class JaxLinearRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         library = get_library(self.library)
         targets = np.reshape(y, (len(y), -1))
         if first_call:
-            self._seed = _seed(self.random_state)
-            self.scaling_ = Scaling.fit(
+            seed, stream, calls = _seed(self.random_state), None, 0
+            scaling = Scaling.fit(
                 X, targets, feature_names=self._feature_names(), sample_weight=sample_weight
             )
-            self.loss_curve_, self.n_iter_, self._stream = [], 0, None
-            weights = initial_weights(X.shape[1], targets.shape[1], seed=self._seed)
+            weights = initial_weights(X.shape[1], targets.shape[1], seed=seed)
         else:
             if targets.shape[1] != self.scaling_.out_features:
                 raise ValueError(
@@ -195,25 +204,28 @@ class JaxLinearRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"fitted with {self.scaling_.out_features}: give every batch the same "
                     "targets, or call fit to start again"
                 )
+            seed, stream, calls, scaling = self._seed, self._stream, self.n_iter_, self.scaling_
             weights = get_library(self._library).to_canonical(self.model_)
         # Each call's batch order has its own stream, so successive epochs are shuffled anew.
         config = self._config(
-            integer_seed(self._seed, "batch_order", self.n_iter_), epochs=1, schedule="constant"
+            integer_seed(seed, "batch_order", calls), epochs=1, schedule="constant"
         ).validate()
         start = None
-        if self._stream is not None and self._stream[0] == (library.name, config.optimizer):
+        if stream is not None and stream[0] == (library.name, config.optimizer):
             # Each call is a one-epoch run of its own, so it resumes at step 0; the count
             # that adam's bias correction uses lives in the arrays and carries on.
-            start = dataclasses.replace(self._stream[1], step=0)
+            start = dataclasses.replace(stream[1], step=0)
         result = library.fit(
             library.from_canonical(weights),
-            self.scaling_.features(X),
-            self.scaling_.targets(targets),
+            scaling.features(X),
+            scaling.targets(targets),
             config,
             sample_weight=sample_weight,
             start=start,
             require_progress=False,
         )
+        if first_call:  # only now that training worked
+            self._seed, self.scaling_, self.loss_curve_, self.n_iter_ = seed, scaling, [], 0
         self._stream = ((library.name, config.optimizer), _portable(result.state))
         self._record(library.name, result, config, single_output=np.ndim(y) == 1)
         return self
