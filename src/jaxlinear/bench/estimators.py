@@ -21,7 +21,6 @@ and one row shows the defaults there too, to show what full-batch training costs
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import importlib.metadata
 import os
@@ -33,7 +32,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from jaxlinear._registry import get_library
-from jaxlinear.bench.options import BenchSizes
+from jaxlinear.bench.options import SKLEARN_SIZES, BenchSizes
 from jaxlinear.bench.run import machine
 from jaxlinear.bench.summary import summary
 from jaxlinear.bench.timing import frozen_heap
@@ -133,7 +132,8 @@ def run_sklearn(
     # part of any fit; compiling is, as every fit compiles its own training loop.
     for name in libraries:
         get_library(name).module.create(1, 1, key=jax.random.key(0))
-    result = {"command": command, "settings": dataclasses.asdict(sizes), "machine": machine()}
+    settings = {name: getattr(sizes, name) for name in SKLEARN_SIZES}
+    result = {"command": command, "settings": settings, "machine": machine()}
     result["machine"]["versions"]["scikit-learn"] = importlib.metadata.version("scikit-learn")
     cases = {}
     for name, x, y, jax_settings in sklearn_cases(sizes):

@@ -84,7 +84,8 @@ class BenchSizes:
 # JAX ones with 20 mini-batch epochs and one full-batch run of 1,000 (~30 s at this size).
 SKLEARN = BenchSizes(large_samples=200_000, repeats=3)
 SKLEARN_QUICK = BenchSizes(large_samples=20_000, large_features=16, batch_size=1024, repeats=1)
-_SKLEARN_SIZES = ("large_samples", "large_features", "batch_size", "repeats", "seed")
+# The sizes `--sklearn` uses (and takes as options).
+SKLEARN_SIZES = ("large_samples", "large_features", "batch_size", "repeats", "seed")
 
 QUICK = BenchSizes(
     small_steps=100,
@@ -192,7 +193,7 @@ def plan_from_args(args) -> BenchPlan:
     if args.sklearn:
         if args.startup or args.startup_runs is not None:
             raise BenchOptionError("--sklearn and --startup measure different things: give one")
-        unused = [_flag(name) for name in given if name not in _SKLEARN_SIZES]
+        unused = [_flag(name) for name in given if name not in SKLEARN_SIZES]
         if unused:
             raise BenchOptionError(
                 f"--sklearn takes only --large-samples, --large-features, --batch-size, "
