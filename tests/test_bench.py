@@ -1,4 +1,4 @@
-"""`jaxlinear bench`: its options, the JSON it writes, and `--startup`.
+"""`jaxlinear bench`: its options, the JSON it writes, `--startup` and `--sklearn`.
 
 Speed itself is never asserted here (it depends on the machine): these tests check that the
 benchmark runs, writes the documented figures, and refuses options that cannot work.
@@ -74,6 +74,9 @@ def test_bench_quick_writes_the_documented_json(tmp_path, capsys):
         (["--startup", "--quick"], "--startup measures start-up only"),
         (["--startup", "--startup-runs", "0"], "--startup-runs must be at least 1"),
         (["--startup-runs", "3"], "--startup-runs goes with --startup"),
+        (["--sklearn", "--startup"], "--sklearn and --startup measure different things"),
+        (["--sklearn", "--small-steps", "5"], "--sklearn takes only --large-samples"),
+        (["--sklearn", "--repeats", "0"], "--repeats must be at least 1"),
     ],
 )
 def test_bench_rejects_bad_options_in_one_line(argv, start):
@@ -112,3 +115,29 @@ def test_bench_startup_writes_its_figures_and_goals(tmp_path, capsys):
     assert len(result["targets"]) == 4
     check_targets(result["targets"])
     assert all(positive(target["measured"]) for target in result["targets"])
+
+
+@pytest.mark.slow
+def test_bench_sklearn_writes_its_figures(tmp_path, capsys):
+    path = tmp_path / "sklearn.json"
+    argv = ["--sklearn", "--quick", "--large-samples", "4096", "--batch-size", "512"]
+    assert run_from_args(bench_args([*argv, "--quiet", "--json", str(path)])) == 0
+    assert "|coef diff|" in capsys.readouterr().out
+    result = json.loads(path.read_text())
+    assert result["command"] == "jaxlinear bench --sklearn --quick " + " ".join(argv[2:])
+    cases = result["sklearn"]["cases"]
+    assert list(cases) == ["diabetes", "synthetic 4,096 x 16"]
+    for case in cases.values():
+        rows = {row["estimator"]: row for row in case["rows"]}
+        for name in ("LinearRegression()", "StandardScaler + SGDRegressor()"):
+            assert name in rows
+        assert sum(row["estimator"].startswith("JaxLinearRegressor(") for row in rows.values()) >= 5
+        for row in rows.values():
+            assert len(row["samples_s"]) == 1 and positive(row["fit_s"])
+            assert -1 < row["test_r2"] <= 1
+            assert (row["reference"] is None) == (row["max_coef_difference"] is None)
+            assert row["reference"] is None or row["reference"] in rows
+    # On diabetes every JAX estimator runs its defaults, which reach the exact fit.
+    for row in cases["diabetes"]["rows"]:
+        if row["estimator"].startswith("JaxLinearRegressor("):
+            assert row["max_coef_difference"] < 1e-4, row

@@ -71,7 +71,7 @@ class Library:
     def fit(self, model: Any, x, y, config, **options):
         """Trains a copy of `model`; returns a `FitResult`. `options` are those of
         `jaxlinear.training.fit` (`on_epoch`, `start`, `checkpoint_every`, `on_checkpoint`,
-        `sample_weight`)."""
+        `sample_weight`, `require_progress`)."""
         from jaxlinear.training import fit
 
         self.check_model(model, "fit")

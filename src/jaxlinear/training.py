@@ -319,6 +319,7 @@ def fit(
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[TrainingState], None] | None = None,
     sample_weight: np.ndarray | None = None,
+    require_progress: bool = True,
 ) -> FitResult:
     """Trains a copy of `model` with optax on `x: [n, in_features]`, `y: [n, out_features]`.
 
@@ -336,12 +337,17 @@ def fit(
       on_checkpoint: receives the `TrainingState` at those epochs, e.g. to save it.
       sample_weight: `[n]` non-negative weights: the objective becomes the weighted mean of
         the examples' losses (see `WeightedTargets`); `None` weighs every example 1.
+      require_progress: raise `TrainingFailed` when the run ends above its starting objective.
+        `False` is for a step of a longer run on data that changes from call to call (the
+        scikit-learn estimator's `partial_fit`): adam's moments carry earlier batches, so one
+        epoch on a new batch may rightly end above that batch's starting objective.
 
     Raises:
       ConfigError: an invalid setting, or a `start` that does not fit the run.
       DataError: `x` or `y` has the wrong shape or a non-finite value.
       TrainingDiverged: the loss became NaN or infinite (the hint names the likely cause).
-      TrainingFailed: the final objective is above the starting one.
+      TrainingFailed: the final objective is above the starting one (unless
+        `require_progress` is False).
     """
     library = getattr(library, "module", library)
     config.validate()
@@ -378,7 +384,7 @@ def fit(
     training = drive.finish(state)
     trained = library.model_of(training)
     final_objective = _objective(library, trained, x, y, config.l2)
-    if final_objective > initial_objective * (1 + _WORSE_RTOL):
+    if require_progress and final_objective > initial_objective * (1 + _WORSE_RTOL):
         raise TrainingFailed(
             f"training made the model worse: the objective rose from {initial_objective:.6g} "
             f"to {final_objective:.6g} with {config.optimizer} at learning rate "

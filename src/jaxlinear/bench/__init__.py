@@ -10,6 +10,9 @@ printed with the reason it is a goal.
 
 `jaxlinear bench --startup` measures instead how long the command line takes to start, in
 fresh processes, against the import time of jax and of the libraries.
+`jaxlinear bench --sklearn` measures instead the scikit-learn estimator,
+`jaxlinear.sklearn.JaxLinearRegressor`, next to `LinearRegression`, `Ridge` and
+`SGDRegressor` fitted on the same data.
 
 Modules, one job each (importing this package imports none of them):
 
@@ -20,6 +23,7 @@ Modules, one job each (importing this package imports none of them):
 - `baselines`: the closed form and scikit-learn;
 - `memory`: peak resident memory of training, in child processes;
 - `startup`: start-up times of the command line, in child processes;
+- `estimators`: `--sklearn`, `JaxLinearRegressor` next to scikit-learn's linear models;
 - `targets`: the goals, each with its reason;
 - `tables`: the rich tables;
 - `run`: the whole benchmark, and the command.

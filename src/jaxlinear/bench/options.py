@@ -80,6 +80,13 @@ class BenchSizes:
         return all(getattr(self, name) == getattr(defaults, name) for name in names)
 
 
+# `--sklearn`'s sizes: its large problem is fitted to convergence by every estimator, the
+# JAX ones with 20 mini-batch epochs and one full-batch run of 1,000 (~30 s at this size).
+SKLEARN = BenchSizes(large_samples=200_000, repeats=3)
+SKLEARN_QUICK = BenchSizes(large_samples=20_000, large_features=16, batch_size=1024, repeats=1)
+# The sizes `--sklearn` uses (and takes as options).
+SKLEARN_SIZES = ("large_samples", "large_features", "batch_size", "repeats", "seed")
+
 QUICK = BenchSizes(
     small_steps=100,
     small_rounds=3,
@@ -142,6 +149,14 @@ def add_arguments(parser) -> None:
         help=f"with --startup: runs of each command, the median is reported "
         f"(default: {STARTUP_RUNS})",
     )
+    parser.add_argument(
+        "--sklearn",
+        action="store_true",
+        help="measure only JaxLinearRegressor next to scikit-learn's LinearRegression, Ridge "
+        "and SGDRegressor, fitted on diabetes and on a synthetic problem (--large-samples, "
+        f"default {SKLEARN.large_samples:,} here; --large-features, --batch-size, --repeats, "
+        "--seed and --quick apply; about 3 minutes)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -154,11 +169,13 @@ class BenchPlan:
       sizes: the full benchmark's sizes; `None` with `--startup`.
       startup_runs: runs of each start-up command; `None` without `--startup`.
       command: the command line as given (the options set), recorded in the results.
+      sklearn: `--sklearn`: only the scikit-learn comparison, at `sizes`.
     """
 
     sizes: BenchSizes | None
     startup_runs: int | None
     command: str
+    sklearn: bool = False
 
 
 def plan_from_args(args) -> BenchPlan:
@@ -173,6 +190,22 @@ def plan_from_args(args) -> BenchPlan:
         for field in dataclasses.fields(BenchSizes)
         if getattr(args, field.name, None) is not None
     }
+    if args.sklearn:
+        if args.startup or args.startup_runs is not None:
+            raise BenchOptionError("--sklearn and --startup measure different things: give one")
+        unused = [_flag(name) for name in given if name not in SKLEARN_SIZES]
+        if unused:
+            raise BenchOptionError(
+                f"--sklearn takes only --large-samples, --large-features, --batch-size, "
+                f"--repeats, --seed and --quick: drop {', '.join(unused)}"
+            )
+        sizes = dataclasses.replace(SKLEARN_QUICK if args.quick else SKLEARN, **given)
+        sizes.validate()
+        command = " ".join(
+            ["jaxlinear bench --sklearn", *(["--quick"] if args.quick else [])]
+            + [f"{_flag(name)} {value}" for name, value in given.items()]
+        )
+        return BenchPlan(sizes, None, command, sklearn=True)
     if args.startup:
         unused = [_flag(name) for name in given] + (["--quick"] if args.quick else [])
         if unused:

@@ -188,7 +188,11 @@ def run_from_args(args) -> int:
     plan = plan_from_args(args)
     json_path = check_writable(args.json) if args.json else None
     with _phase_progress(quiet=args.quiet) as progress:
-        if plan.startup_runs is None:
+        if plan.sklearn:
+            from jaxlinear.bench.estimators import run_sklearn
+
+            result = run_sklearn(plan.sizes, LIBRARY_NAMES, progress=progress, command=plan.command)
+        elif plan.startup_runs is None:
             result = run_bench(plan.sizes, progress=progress, command=plan.command)
         else:
             try:
@@ -196,7 +200,9 @@ def run_from_args(args) -> int:
             except CommandFailed as error:
                 print(f"jaxlinear bench: error: {error}", file=sys.stderr)
                 return 1
-    if plan.startup_runs is None:
+    if plan.sklearn:
+        tables.print_sklearn_report(result)
+    elif plan.startup_runs is None:
         tables.print_report(result)
     else:
         tables.print_startup_report(result)

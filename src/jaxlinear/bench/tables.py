@@ -28,6 +28,37 @@ def print_startup_report(result: dict, console: Console | None = None) -> None:
     console.print(_footer(result))
 
 
+def print_sklearn_report(result: dict, console: Console | None = None) -> None:
+    """`--sklearn`'s tables: one per case, every estimator's fit time and result."""
+    console = console or Console(width=_WIDTH)
+    for name, case in result["sklearn"]["cases"].items():
+        console.print(sklearn_table(name, case, result["sklearn"]["repeats"]))
+    console.print(_footer(result))
+
+
+def sklearn_table(name: str, case: dict, repeats: int) -> Table:
+    """Fit seconds, median (min-max), held-out R² and the coefficient difference from the
+    reference, per estimator."""
+    table = Table(
+        title=f"{name}: {case['train_samples']:,} train / {case['test_samples']:,} test rows, "
+        f"{case['features']} features; fit s median (min-max) of {repeats} fits; "
+        "|coef diff|: largest on the standardised scale, against the reference"
+    )
+    table.add_column("estimator", justify="left")
+    for column in ("fit s", "test R²", "|coef diff|", "reference"):
+        table.add_column(column, justify="left" if column == "reference" else "right")
+    for row in case["rows"]:
+        difference = row["max_coef_difference"]
+        table.add_row(
+            row["estimator"],
+            cell(row, "fit_s"),
+            f"{row['test_r2']:.6f}",
+            "-" if difference is None else f"{difference:.1e}",
+            row["reference"] or "-",
+        )
+    return table
+
+
 def _footer(result: dict) -> str:
     machine = result["machine"]
     devices = f", devices {', '.join(machine['devices'])}" if "devices" in machine else ""
