@@ -90,7 +90,8 @@ def test_command_line_devices_on_eight(eight_devices):
         "jaxlinear: error: --devices must be between 1 and 8, the number of devices this host "
         "has; got 9\n"
     )
-    assert runs["default_devices"]["exit"] == 0  # all 8 by default
+    assert runs["default_devices"]["exit"] == 0
+    assert runs["default_devices"]["devices"] == 8  # all of them by default
 
 
 @pytest.mark.parametrize("devices", ["0", "2", "-1"])

@@ -363,8 +363,11 @@ def _train_and_report(
     folder, record, fit_options = None, {}, {}
     if plan is not None and plan.root is not None:
         folder, record, fit_options = _checkpointing(args, plan, dataset, config, libraries[0])
+    devices = 1 if mesh is None else mesh.devices.size
     if mesh is not None:
         fit_options = {**fit_options, "mesh": mesh}
+        if not args.quiet:
+            print(f"data-parallel over {devices} devices (--devices)", file=sys.stderr)
 
     try:
         with _epoch_progress(libraries, config.epochs, quiet=args.quiet) as on_epoch:
@@ -382,7 +385,9 @@ def _train_and_report(
     if outputs.get("json"):
         import json
 
-        text = json.dumps(comparison.to_json(), indent=2, allow_nan=False) + "\n"
+        figures = comparison.to_json()
+        figures["settings"]["devices"] = devices  # the run's, not the library's, setting
+        text = json.dumps(figures, indent=2, allow_nan=False) + "\n"
         files[outputs["json"]] = text.encode()
     if outputs.get("report"):
         from jaxlinear._report import comparison_report
