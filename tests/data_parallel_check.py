@@ -62,6 +62,26 @@ def equality(x, y, mesh) -> list[dict]:
     return rows
 
 
+def resumed(x, y, mesh) -> dict:
+    """Per library: does a sharded run resumed from its epoch-2 state end where the same run
+    uninterrupted ends? (The driver promises bitwise equality on one device.)"""
+    config = TrainConfig(epochs=4, batch_size=24)
+    result = {}
+    for name in LIBRARY_NAMES:
+        library = get_library(name)
+        model = library.create(IN, OUT, key=jax.random.key(0))
+        states = []
+        options = {"checkpoint_every": 2, "on_checkpoint": states.append, "mesh": mesh}
+        whole = library.fit(model, x, y, config, **options)
+        again = library.fit(model, x, y, config, start=states[0], **options)
+        result[name] = bool(
+            np.array_equal(
+                flat(library.to_canonical(whole.model)), flat(library.to_canonical(again.model))
+            )
+        )
+    return result
+
+
 def layout(x, y, mesh) -> dict:
     """Where the data, a gathered batch and the parameters live, and the compiled step."""
     config = TrainConfig(batch_size=24)
@@ -122,6 +142,7 @@ def main() -> None:
     report = {
         "equality": equality(x, y, mesh),
         "layout": layout(x, y, mesh),
+        "resumed_equal": resumed(x, y, mesh),
         "cli": {
             "uneven_batch": command_line(
                 ["compare", "--devices", "8", "--batch-size", "20", *small]

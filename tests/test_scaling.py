@@ -62,6 +62,13 @@ def test_eight_devices_train_to_the_weights_of_one(eight_devices):
 
 
 @pytest.mark.slow
+def test_a_sharded_run_resumes_to_the_same_weights(eight_devices):
+    assert eight_devices["resumed_equal"] == dict.fromkeys(
+        ("linen", "nnx", "equinox", "penzai"), True
+    )
+
+
+@pytest.mark.slow
 def test_batches_are_split_over_the_devices_and_parameters_replicated(eight_devices):
     layout = eight_devices["layout"]
     assert layout["devices"] == 8
