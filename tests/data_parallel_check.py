@@ -86,6 +86,7 @@ def layout(x, y, mesh) -> dict:
     """Where the data, a gathered batch and the parameters live, and the compiled step."""
     config = TrainConfig(batch_size=24)
     x_placed, y_placed, _ = training.place_batches(x, y, config, mesh)
+    full_batch = training.place_batches(x, y, TrainConfig(), mesh)[:2]
     indices = training.epoch_order(N, 24, 0, 0)[0]
     with jax.set_mesh(mesh):
         x_batch, _ = jax.jit(training.take_batch)(x_placed, y_placed, indices)
@@ -105,7 +106,9 @@ def layout(x, y, mesh) -> dict:
         static, arrays = module.split(sharded)
         leaves = jax.tree.leaves(arrays)
 
-        hlo = step_hlo(module, static, arrays, (x_placed, y_placed, indices), mesh)
+        # On the full batch, which is already where its rows belong, so an all-reduce can only
+        # be the gradients' (on a mini-batch, gathering the rows adds one more).
+        hlo = step_hlo(module, static, arrays, (*full_batch, np.zeros(0, np.int32)), mesh)
         result["libraries"][name] = {
             "leaves_replicated": all(leaf.sharding.is_fully_replicated for leaf in leaves),
             "leaves_on_all_devices": all(

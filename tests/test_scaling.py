@@ -80,7 +80,7 @@ def test_batches_are_split_over_the_devices_and_parameters_replicated(eight_devi
     for name, library in layout["libraries"].items():
         assert library["leaves_replicated"], name
         assert library["leaves_on_all_devices"], name
-        # The gradient of a split batch needs a cross-device sum, added by the compiler.
+        # The gradient of a split (full) batch needs a cross-device sum: the compiler's.
         assert library["step_all_reduces"] >= 1, name
 
 
