@@ -88,14 +88,20 @@ def layout(x, y, mesh) -> dict:
     x_placed, y_placed, _ = training.place_batches(x, y, config, mesh)
     full_batch = training.place_batches(x, y, TrainConfig(), mesh)[:2]
     indices = training.epoch_order(N, 24, 0, 0)[0]
+    # The per-step modes' jitted gather, traced without the mesh set and then with it: only
+    # the second constrains the batch to be split.
+    x_unsplit, _ = training._take_rows(x_placed, y_placed, indices)
     with jax.set_mesh(mesh):
-        x_batch, _ = jax.jit(training.take_batch)(x_placed, y_placed, indices)
+        x_batch, _ = training._take_rows(x_placed, y_placed, indices)
     result = {
         "devices": jax.local_device_count(),
         "data_rows": x_placed.shape[0],
         "data_devices": len(x_placed.sharding.device_set),
         "data_shard_shapes": sorted({s.data.shape for s in x_placed.addressable_shards}),
         "batch_shard_shapes": sorted({s.data.shape for s in x_batch.addressable_shards}),
+        "unset_mesh_batch_shard_shapes": sorted(
+            {s.data.shape for s in x_unsplit.addressable_shards}
+        ),
         "libraries": {},
     }
     for name in LIBRARY_NAMES:

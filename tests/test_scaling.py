@@ -77,6 +77,7 @@ def test_batches_are_split_over_the_devices_and_parameters_replicated(eight_devi
     assert layout["data_devices"] == 8
     assert layout["data_shard_shapes"] == [[13, 5]]
     assert layout["batch_shard_shapes"] == [[3, 5]]
+    assert layout["unset_mesh_batch_shard_shapes"] == [[24, 5]]  # whole on each, unsplit
     for name, library in layout["libraries"].items():
         assert library["leaves_replicated"], name
         assert library["leaves_on_all_devices"], name
