@@ -49,6 +49,7 @@ FLAGS = {
     "library": "--library",
     "start": "--resume",
     "checkpoint_every": "--checkpoint-every",
+    "devices": "--devices",
 }
 
 
@@ -255,6 +256,14 @@ def _common_options() -> argparse.ArgumentParser:
         "(state split once, flat arrays in and out); idiomatic: the library's textbook jitted "
         "step, called once per batch (default: fused)",
     )
+    training.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train data-parallel on the first N local devices: each batch split over them, "
+        "parameters replicated (default: all of them; see docs/scaling.md)",
+    )
     output = common.add_argument_group("output")
     output.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     output.add_argument(
@@ -346,9 +355,19 @@ def _train_and_report(
     from jaxlinear._compare import compare
 
     enable_compilation_cache()
+    mesh = _data_mesh(args.devices)
+    if mesh is not None:
+        from jaxlinear.training import check_batch_split
+
+        check_batch_split(config.batch_size, len(dataset.x_train), mesh.devices.size)
     folder, record, fit_options = None, {}, {}
     if plan is not None and plan.root is not None:
         folder, record, fit_options = _checkpointing(args, plan, dataset, config, libraries[0])
+    devices = 1 if mesh is None else mesh.devices.size
+    if mesh is not None:
+        fit_options = {**fit_options, "mesh": mesh}
+        if not args.quiet:
+            print(f"data-parallel over {devices} devices (--devices)", file=sys.stderr)
 
     try:
         with _epoch_progress(libraries, config.epochs, quiet=args.quiet) as on_epoch:
@@ -366,7 +385,9 @@ def _train_and_report(
     if outputs.get("json"):
         import json
 
-        text = json.dumps(comparison.to_json(), indent=2, allow_nan=False) + "\n"
+        figures = comparison.to_json()
+        figures["settings"]["devices"] = devices  # the run's, not the library's, setting
+        text = json.dumps(figures, indent=2, allow_nan=False) + "\n"
         files[outputs["json"]] = text.encode()
     if outputs.get("report"):
         from jaxlinear._report import comparison_report
@@ -399,6 +420,17 @@ def _train_and_report(
 
 
 _WRITTEN = {"json": "figures written to", "report": "report written to"}
+
+
+def _data_mesh(devices: int | None):
+    """The mesh `--devices` asks for (default: every local device); `None` for one device.
+
+    Checked here, when the command runs, because counting devices imports jax."""
+    import jax
+
+    from jaxlinear.training import data_mesh
+
+    return data_mesh(jax.local_device_count() if devices is None else devices)
 
 
 @dataclasses.dataclass(frozen=True)

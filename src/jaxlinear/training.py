@@ -12,7 +12,9 @@ in its own idiom and under the same names:
   `pz.unbind_params`);
 - `state_step(static, arrays, x, y, *, l2) -> (arrays, loss)`: the same step as a pure
   function of the arrays (model and optimizer state) and the batch;
-- `model_of(training)`: the trained model.
+- `model_of(training)`: the trained model;
+- `shard(training, mesh) -> training`: the training object placed replicated on every device
+  of `mesh`, the library's own way (data-parallel training, see `data_mesh`).
 
 This module owns everything else, once: the optimizer and its schedule, the step mode, the
 `lax.scan`, the batch order, timing, the checks that training did not fail, and progress.
@@ -21,6 +23,7 @@ The state it carries is always an explicit value (`TrainingState`), in every ste
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -31,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxlinear._config import (
     OPTIMIZERS as OPTIMIZERS,
@@ -145,11 +150,111 @@ def take_batch(x: jax.Array, y, indices: jax.Array):
     """Rows `indices: [batch]` of `x: [n, in]` and of `y` (`[n, out]`, or `WeightedTargets`);
     empty `indices` means all rows.
 
-    The test is on the static shape, so inside `jax.jit` a full batch costs nothing.
+    The test is on the static shape, so inside `jax.jit` a full batch costs nothing. Under a
+    data mesh (`data_mesh`, set with `jax.set_mesh`) the batch is split along its first axis
+    over the mesh's devices (see `split_batch`).
     """
     if indices.shape[-1] == 0:
-        return x, y
-    return x[indices], jax.tree.map(lambda values: values[indices], y)
+        return split_batch((x, y))
+    return split_batch((x[indices], jax.tree.map(lambda values: values[indices], y)))
+
+
+DATA_AXIS = "data"
+"""The name of the one mesh axis data-parallel training splits batches over."""
+
+
+def data_mesh(devices: int) -> jax.sharding.Mesh | None:
+    """A 1-D mesh named `DATA_AXIS` over the first `devices` local devices; `None` for one.
+
+    The axis is `Auto` (the compiler propagates shardings from the placed arrays and the
+    constraints) rather than `jax.make_mesh`'s default `Explicit`: equinox's documented
+    `eqx.filter_shard` inside `filter_jit` is a `with_sharding_constraint`, which jax accepts
+    only on Auto axes. One device needs no mesh: that run is the plain single-device one.
+
+    Raises:
+      ConfigError: `devices` is not between 1 and `jax.local_device_count()`.
+    """
+    available = jax.local_device_count()
+    if isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= available:
+        allowed = "be 1" if available == 1 else f"be between 1 and {available}"
+        raise ConfigError(
+            "devices", f"must {allowed}, the number of devices this host has; got {devices!r}"
+        )
+    if devices == 1:
+        return None
+    return jax.make_mesh(
+        (devices,),
+        (DATA_AXIS,),
+        axis_types=(jax.sharding.AxisType.Auto,),
+        devices=jax.local_devices()[:devices],
+    )
+
+
+def split_batch(batch):
+    """`batch` (a pytree of `[batch, ...]` arrays) constrained to be split along its first axis
+    over the `DATA_AXIS` of the mesh set with `jax.set_mesh`; unchanged when there is none.
+
+    Inside `jax.jit` this is a `with_sharding_constraint`: each device computes the loss and
+    gradient of its rows, and the compiler adds the all-reduce that sums the gradients.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or DATA_AXIS not in mesh.axis_names:
+        return batch
+    return jax.lax.with_sharding_constraint(batch, P(DATA_AXIS))
+
+
+def place_batches(x: jax.Array, y, config: TrainConfig, mesh: jax.sharding.Mesh):
+    """`x: [n, in]` and `y` placed with their rows split over `mesh`, for `run_epochs`.
+
+    Returns `(x, y, config)`. A device array's rows must divide evenly over the devices, so
+    when `n` does not, zero rows are appended: mini-batches never pick them (`epoch_order`
+    draws from the first `n`), and full-batch training gets `y` as `WeightedTargets` whose
+    padding rows weigh 0 and real rows `(n + pad) / n` (times any `sample_weight`), so the
+    mean over all rows is the mean over the real ones. The returned config then says "full
+    batch" as `batch_size=None`, which the padded row count cannot change.
+
+    Raises:
+      ConfigError: a mini-batch size that is not a multiple of the number of devices.
+    """
+    devices = mesh.devices.size
+    n = x.shape[0]
+    check_batch_split(config.batch_size, n, devices)
+    full_batch = config.batch_size is None or config.batch_size >= n
+    if full_batch:
+        config = dataclasses.replace(config, batch_size=None)
+    pad = -n % devices
+    if pad and full_batch:
+        if isinstance(y, WeightedTargets):
+            y, weights = y.values, np.asarray(y.sample_weight, np.float64)
+        else:
+            weights = np.ones(n)
+        y = WeightedTargets(y, (weights * ((n + pad) / n)).astype(np.float32))
+    if pad:
+        y = jax.tree.map(lambda values: _pad_rows(values, pad), y)
+        x = _pad_rows(x, pad)
+    # Rows over the data axis, every other axis whole: P("data") on `[n, ...]` arrays.
+    x, y = jax.device_put((x, y), NamedSharding(mesh, P(DATA_AXIS)))
+    return x, y, config
+
+
+def check_batch_split(batch_size: int | None, n_examples: int, devices: int) -> None:
+    """Raises `ConfigError` unless every mini-batch splits evenly over `devices`.
+
+    A mini-batch that does not would leave some devices a row more than others; rather than
+    pad every batch (changing its mean), the run is refused with the numbers to fix. Full
+    batches (`batch_size` None or >= `n_examples`) are always accepted (`place_batches`).
+    """
+    if batch_size is not None and batch_size < n_examples and batch_size % devices:
+        raise ConfigError(
+            "batch_size",
+            f"must be a multiple of the number of devices ({devices}) so each batch splits "
+            f"evenly, got {batch_size}",
+        )
+
+
+def _pad_rows(values, pad: int) -> np.ndarray:
+    values = np.asarray(values)
+    return np.concatenate([values, np.zeros((pad, *values.shape[1:]), values.dtype)])
 
 
 _take_rows = jax.jit(take_batch)  # one dispatch for both gathers in a per-batch loop
@@ -320,6 +425,7 @@ def fit(
     on_checkpoint: Callable[[TrainingState], None] | None = None,
     sample_weight: np.ndarray | None = None,
     require_progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Trains a copy of `model` with optax on `x: [n, in_features]`, `y: [n, out_features]`.
 
@@ -341,9 +447,14 @@ def fit(
         `False` is for a step of a longer run on data that changes from call to call (the
         scikit-learn estimator's `partial_fit`): adam's moments carry earlier batches, so one
         epoch on a new batch may rightly end above that batch's starting objective.
+      mesh: train data-parallel over this mesh (from `data_mesh`): the library's `shard`
+        places its training object replicated, `place_batches` splits the rows of `x`, `y`
+        over the devices, and the steps run under `jax.set_mesh(mesh)`, where every batch is
+        split along the data axis (`take_batch`). `None`: one device, as before.
 
     Raises:
-      ConfigError: an invalid setting, or a `start` that does not fit the run.
+      ConfigError: an invalid setting, or a `start` that does not fit the run, or (with
+        `mesh`) a mini-batch size that is not a multiple of the number of devices.
       DataError: `x` or `y` has the wrong shape or a non-finite value.
       TrainingDiverged: the loss became NaN or infinite (the hint names the likely cause).
       TrainingFailed: the final objective is above the starting one (unless
@@ -363,6 +474,10 @@ def fit(
         static, fresh = library.split(training)
         training = library.merge(static, _with_leaves_of(start.arrays, fresh))
     initial_objective = _objective(library, library.model_of(training), x, y, config.l2)
+    x_run, y_run, run_config = x, y, config
+    if mesh is not None:
+        training = library.shard(training, mesh)
+        x_run, y_run, run_config = place_batches(x, y, config, mesh)
     drive = runner(library, training, config)
 
     def checkpoint(state, epochs_done: int) -> None:
@@ -371,17 +486,19 @@ def fit(
         arrays = jax.tree.map(lambda leaf: leaf, arrays)
         on_checkpoint(TrainingState(library.NAME, static, arrays, epochs_done * steps))
 
-    state, losses, compile_seconds, ms_per_step = run_epochs(
-        drive,
-        x,
-        y,
-        config,
-        on_epoch,
-        first_epoch=first_epoch,
-        checkpoint_every=checkpoint_every,
-        on_checkpoint=checkpoint if on_checkpoint is not None else None,
-    )
-    training = drive.finish(state)
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        state, losses, compile_seconds, ms_per_step = run_epochs(
+            drive,
+            x_run,
+            y_run,
+            run_config,
+            on_epoch,
+            first_epoch=first_epoch,
+            checkpoint_every=checkpoint_every,
+            on_checkpoint=checkpoint if on_checkpoint is not None else None,
+            n_examples=len(x),
+        )
+        training = drive.finish(state)
     trained = library.model_of(training)
     final_objective = _objective(library, trained, x, y, config.l2)
     if require_progress and final_objective > initial_objective * (1 + _WORSE_RTOL):
@@ -498,6 +615,7 @@ def run_epochs(
     first_epoch: int = 0,
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[Any, int], None] | None = None,
+    n_examples: int | None = None,
 ):
     """Runs epochs `first_epoch ..` of `drive` (from `runner`) on device arrays `x`, `y`, in
     groups (see `epochs_per_call`), checking each group's losses.
@@ -510,9 +628,13 @@ def run_epochs(
     epochs as the uninterrupted run did (so the same compiled programs run the same steps);
     `on_checkpoint(state, epochs_done)` is called at every multiple and at the end.
 
+    `n_examples` (default: all rows of `x`) is how many leading rows mini-batches are drawn
+    from; `place_batches` pads `x` past them.
+
     Returns `(state, losses [epochs run * steps], compile_seconds, ms_per_step)`.
     """
-    n_examples, in_features = x.shape
+    n_examples = x.shape[0] if n_examples is None else n_examples
+    in_features = x.shape[1]
     steps = steps_per_epoch(n_examples, config.batch_size)
     rows = min(config.batch_size or n_examples, n_examples)
     period = (

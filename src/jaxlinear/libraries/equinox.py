@@ -21,10 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
 from jaxlinear._weights import LinearWeights
-from jaxlinear.training import l2_objective
+from jaxlinear.training import DATA_AXIS, l2_objective
 
 NAME = "equinox"
 
@@ -89,6 +91,8 @@ def _train_step(
     optimizer: optax.GradientTransformation,
     l2: float,
 ) -> tuple[LinearRegression, optax.OptState, jax.Array]:
+    if _data_parallel():  # equinox's parallelism example: constrain the batch inside the jit
+        x, y = eqx.filter_shard((x, y), P(DATA_AXIS))
     loss, grads = eqx.filter_value_and_grad(_loss)(model, x, y, l2)
     updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
     return eqx.apply_updates(model, updates), opt_state, loss
@@ -141,6 +145,19 @@ def state_step(static: Training, arrays: Training, x, y, *, l2: float):
     )
     _, arrays = split(Training(model, opt_state, training.optimizer))
     return arrays, loss
+
+
+def shard(training: Training, mesh: jax.sharding.Mesh) -> Training:
+    """Data parallelism as equinox's "parallelism" example writes it: `eqx.filter_shard` the
+    module (model and optax state) onto `mesh` replicated, outside `filter_jit`; inside, the
+    step `filter_shard`s the batch along the data axis (which needs the mesh's Auto axis)."""
+    return eqx.filter_shard(training, NamedSharding(mesh, P()))
+
+
+def _data_parallel() -> bool:
+    """Whether a mesh with the data axis is set (`jax.set_mesh`) around this trace."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return not mesh.empty and DATA_AXIS in mesh.axis_names
 
 
 def model_of(training: Training) -> LinearRegression:

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.training.train_state import TrainState
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxlinear._weights import LinearWeights
 from jaxlinear.training import l2_objective
@@ -125,6 +127,13 @@ def merge(static: None, state: TrainState) -> TrainState:
 def state_step(static: None, state: TrainState, x, y, *, l2: float):
     """The textbook step, not jitted (the driver compiles it, alone or inside a scan)."""
     return _train_step(state, x, y, l2)
+
+
+def shard(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
+    """Data parallelism as flax's linen examples place it: the `TrainState` (params and optax
+    state, a plain pytree) put on every device of `mesh` with `NamedSharding(mesh, P())`,
+    i.e. replicated. The batch is split by the driver; jit sums the gradients."""
+    return jax.device_put(state, NamedSharding(mesh, P()))
 
 
 def model_of(state: TrainState) -> LinenModel:

@@ -27,11 +27,13 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from penzai import pz
-from penzai.toolshed import basic_training
+from penzai.toolshed import basic_training, sharding_util
 
 from jaxlinear._weights import LinearWeights
-from jaxlinear.training import l2_objective
+from jaxlinear.training import DATA_AXIS, l2_objective
 
 NAME = "penzai"
 FEATURES = "features"
@@ -215,6 +217,21 @@ def state_step(static: Static, arrays: tuple, x, y, *, l2: float):
     loss, grads = jax.value_and_grad(loss_of)(values)
     updates, opt_state = static.optimizer.update(grads, opt_state, values)
     return (optax.apply_updates(values, updates), opt_state), loss
+
+
+def shard(
+    trainer: basic_training.StatefulTrainer, mesh: jax.sharding.Mesh
+) -> basic_training.StatefulTrainer:
+    """Data parallelism the penzai way, by axis NAME: `sharding_util.name_to_name_device_put`
+    places each named array's axes on the mesh axes their names map to. Only `batch` maps to
+    the mesh's data axis, and no parameter has a `batch` axis, so the parameters land
+    replicated; so does the optax state (its `count` is unnamed, hence a plain `P()`)."""
+    static, (values, opt_state) = split(trainer)
+    values = sharding_util.name_to_name_device_put(
+        values, mesh, axis_name_to_mesh_name={BATCH: DATA_AXIS}
+    )
+    opt_state = jax.device_put(opt_state, NamedSharding(mesh, P()))
+    return merge(static, (values, opt_state))
 
 
 def model_of(trainer: basic_training.StatefulTrainer) -> LinearRegression:
