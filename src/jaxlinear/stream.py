@@ -90,21 +90,15 @@ def make_data(
       ConfigError: a bad count (`rows`, `features`, `targets`, `chunk_rows`) or `noise`.
       DataError: `folder` exists (and `overwrite` is False, or it is not a data directory).
     """
-    _check_count("rows", rows, 1)
-    _check_count("features", features, 1, MAX_FEATURES)
-    _check_count("targets", targets, 1, MAX_FEATURES)
-    _check_count("chunk_rows", chunk_rows, 1)
-    if not (isinstance(noise, int | float) and math.isfinite(noise) and noise >= 0):
-        raise ConfigError("noise", f"must be a finite number >= 0, got {noise!r}")
-    folder = Path(folder)
-    if folder.exists() or folder.is_symlink():
-        if not overwrite:
-            raise DataError(f"{folder} already exists: choose another directory or --overwrite")
-        if not _is_data_dir(folder) and not (folder.is_dir() and not any(folder.iterdir())):
-            raise DataError(
-                f"{folder} exists and is not a jaxlinear data directory: --overwrite replaces "
-                "only those; choose another directory"
-            )
+    folder = check_make_data(
+        folder,
+        rows=rows,
+        features=features,
+        targets=targets,
+        noise=noise,
+        chunk_rows=chunk_rows,
+        overwrite=overwrite,
+    )
     rng = generator(seed, "stream_data")
     true_weight = rng.normal(size=(features, targets))
     true_bias = rng.normal(size=targets)
@@ -165,6 +159,28 @@ def make_data(
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    return folder
+
+
+def check_make_data(folder, *, rows, features, targets, noise, chunk_rows, overwrite: bool) -> Path:
+    """The checks `make_data` runs before writing anything (see there); returns the `Path`."""
+    _check_count("rows", rows, 1)
+    _check_count("features", features, 1, MAX_FEATURES)
+    _check_count("targets", targets, 1, MAX_FEATURES)
+    _check_count("chunk_rows", chunk_rows, 1)
+    if not (isinstance(noise, int | float) and math.isfinite(noise) and noise >= 0):
+        raise ConfigError("noise", f"must be a finite number >= 0, got {noise!r}")
+    folder = Path(folder)
+    if folder.exists() or folder.is_symlink():
+        if not overwrite:
+            raise DataError(f"{folder} already exists: choose another directory or --overwrite")
+        if not _is_data_dir(folder) and not (folder.is_dir() and not any(folder.iterdir())):
+            raise DataError(
+                f"{folder} exists and is not a jaxlinear data directory: --overwrite replaces "
+                "only those; choose another directory"
+            )
+    if not folder.resolve().parent.is_dir():
+        raise DataError(f"the parent folder of {folder} does not exist: create it first")
     return folder
 
 
