@@ -35,16 +35,14 @@ def folder(tmp_path_factory):
 
 
 def _rows(data, chunks):
-    x = np.concatenate([np.asarray(data.x[i]) for i in chunks])
-    y = np.concatenate([np.asarray(data.y[i]) for i in chunks])
-    return x, y
+    x, y = zip(*[data.raw_chunk(i) for i in chunks], strict=True)
+    return np.concatenate(x), np.concatenate(y)
 
 
 def test_make_data_writes_chunks_and_the_true_weights(folder):
     data = DataDir.open(folder)
-    assert [len(x) for x in data.x] == [300, 300, 300, 100]
-    assert data.x[0].shape == (300, 5) and data.y[3].shape == (100, 2)
-    assert isinstance(data.x[0], np.memmap)  # read lazily, not loaded
+    assert data.chunk_rows == (300, 300, 300, 100)
+    assert [a.shape for a in data.raw_chunk(3)] == [(100, 5), (100, 2)]
     assert not list(folder.parent.glob(".data.tmp-*"))  # the temporary directory was renamed
     x, y = _rows(data, range(4))
     # The data is the linear model of meta.json plus noise of scale 0.1: the exact fit on all
@@ -104,7 +102,7 @@ def test_every_row_is_seen_exactly_once_per_epoch(batch_size):
 def _in_memory_reference(library, data, stats, config):
     """The same steps on all training rows in memory: the runner fed the global indices of
     each streamed batch, in the streamed order."""
-    chunk_rows = tuple(len(x) for x in data.x)
+    chunk_rows = data.chunk_rows
     x, y = standardise(stats.scaling, *_rows(data, stats.train_chunks))
     offsets = np.cumsum([0, *chunk_rows])
     steps = sum(plan.steps for plan in epoch_plan(chunk_rows, stats.train_chunks, 64, 0, 0))
@@ -183,7 +181,8 @@ def test_a_resumed_stream_ends_where_the_whole_run_does(folder):
     ).fit
     assert [state.step for state in saved] == [2 * 15, 4 * 15]  # 15 steps per epoch
     resumed = fit_stream(linen, start, data, stats, config, start=saved[0]).fit
-    for a, b in zip(jax.tree.leaves(whole.state.arrays), jax.tree.leaves(resumed.state.arrays)):
+    leaves = jax.tree.leaves(whole.state.arrays), jax.tree.leaves(resumed.state.arrays)
+    for a, b in zip(*leaves, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -220,15 +219,15 @@ def test_bad_directories_are_refused_with_one_clear_error(folder, tmp_path):
     damaged = make_data(tmp_path / "damaged", rows=30, features=2, chunk_rows=10)
     raw = (damaged / "x-00001.npy").read_bytes()
     (damaged / "x-00001.npy").write_bytes(raw[: len(raw) - 8])
-    with pytest.raises(DataError, match="x-00001.npy .* missing or damaged"):
+    with pytest.raises(DataError, match=r"x-00001\.npy .* missing or damaged"):
         DataDir.open(damaged)
     np.save(damaged / "x-00001.npy", np.zeros((10, 3), np.float32))
-    with pytest.raises(DataError, match="x-00001.npy .* not float32 \\(10, 2\\)"):
+    with pytest.raises(DataError, match=r"x-00001\.npy .* not float32 \(10, 2\)"):
         DataDir.open(damaged)
     values = np.zeros((10, 2), np.float32)
     values[4, 1] = np.nan
     np.save(damaged / "x-00001.npy", values)
-    with pytest.raises(DataError, match="x-00001.npy .* NaN"):
+    with pytest.raises(DataError, match=r"x-00001\.npy .* NaN"):
         statistics(DataDir.open(damaged), 0.2)
 
 
@@ -247,7 +246,7 @@ def test_cli_make_data_then_compare_from_the_directory(capsys, tmp_path):
                         "--chunk-rows", "200", "--quiet")  # fmt: skip
     assert code == 0 and "wrote 600 rows" in err
     out = tmp_path / "figures.json"
-    code, stdout, err = _run(capsys, "compare", "--data", path, "--libraries", "nnx,penzai",
+    code, _, err = _run(capsys, "compare", "--data", path, "--libraries", "nnx,penzai",
                              "--epochs", "30", "--batch-size", "40", "--lr", "0.05", "--quiet",
                              "--json", str(out))  # fmt: skip
     assert code == 0, err

@@ -193,18 +193,25 @@ def _is_data_dir(folder: Path) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class DataDir:
-    """A data directory written by `make_data`, opened memory-mapped.
+    """A data directory written by `make_data`, checked.
+
+    Holds no data: each chunk is memory-mapped when it is read (`raw_chunk`), copied, and
+    unmapped again, so the pages read stay in the page cache and never count in this
+    process's resident memory (a mapping kept open would: its RSS would grow with the data).
 
     Attributes:
       path: the directory.
       meta: its `meta.json`.
-      x, y: per chunk, the read-only memory maps `[rows_i, features]`, `[rows_i, targets]`.
+      x_files, y_files: per chunk, the `.npy` files of `[rows_i, features]` and
+        `[rows_i, targets]` float32.
+      chunk_rows: per chunk, its number of rows.
     """
 
     path: Path
     meta: dict
-    x: tuple[np.ndarray, ...]
-    y: tuple[np.ndarray, ...]
+    x_files: tuple[Path, ...]
+    y_files: tuple[Path, ...]
+    chunk_rows: tuple[int, ...]
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> DataDir:
@@ -238,24 +245,14 @@ class DataDir:
         for x_name, y_name, rows in chunks:
             for name, width, into in ((x_name, features, xs), (y_name, targets, ys)):
                 path = folder / Path(name).name  # never a path outside the directory
-                try:
-                    values = np.load(path, mmap_mode="r", allow_pickle=False)
-                except (OSError, ValueError) as error:
-                    raise DataError(
-                        f"chunk {path.name} in {folder} is missing or damaged "
-                        f"({' '.join(str(error).split())}); write the directory again"
-                    ) from None
-                if values.shape != (rows, width) or values.dtype != np.float32:
-                    raise DataError(
-                        f"chunk {path.name} in {folder} holds {values.dtype} {values.shape}, "
-                        f"not float32 ({rows}, {width}) as {META} says; write the directory again"
-                    )
-                into.append(values)
-        return cls(folder, meta, tuple(xs), tuple(ys))
+                _mapped(path, (rows, width))  # header, shape and size checked, then unmapped
+                into.append(path)
+        rows = tuple(chunk[2] for chunk in chunks)
+        return cls(folder, meta, tuple(xs), tuple(ys), rows)
 
     @property
     def chunks(self) -> int:
-        return len(self.x)
+        return len(self.chunk_rows)
 
     @property
     def in_features(self) -> int:
@@ -282,15 +279,39 @@ class DataDir:
         return min(max(round(test_fraction * self.chunks), 1), self.chunks - 1)
 
     def raw_chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk `index` read into memory, float32, checked finite."""
-        x, y = np.array(self.x[index]), np.array(self.y[index])
-        for values, name in ((x, self.x[index]), (y, self.y[index])):
+        """Chunk `index` read into memory: `x [rows, features]`, `y [rows, targets]` float32,
+        checked finite."""
+        rows = self.chunk_rows[index]
+        arrays = []
+        for path, width in (
+            (self.x_files[index], self.in_features),
+            (self.y_files[index], self.out_features),
+        ):
+            values = np.array(_mapped(path, (rows, width)))  # a copy; the map is closed
             if not np.isfinite(values).all():
                 raise DataError(
-                    f"chunk {Path(name.filename).name} in {self.path} has NaN or infinite "
-                    "values; write the directory again"
+                    f"chunk {path.name} in {self.path} has NaN or infinite values; write the "
+                    "directory again"
                 )
-        return x, y
+            arrays.append(values)
+        return arrays[0], arrays[1]
+
+
+def _mapped(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """`path` memory-mapped read-only, checked to be float32 of `shape`; raises `DataError`."""
+    try:
+        values = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"chunk {path.name} in {path.parent} is missing or damaged "
+            f"({' '.join(str(error).split())}); write the directory again"
+        ) from None
+    if values.shape != shape or values.dtype != np.float32:
+        raise DataError(
+            f"chunk {path.name} in {path.parent} holds {values.dtype} {values.shape}, not "
+            f"float32 {shape} as {META} says; write the directory again"
+        )
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -510,7 +531,7 @@ def fit_stream(
     config.validate()
     if checkpoint_every is not None:
         driver._check_positive_int("checkpoint_every", checkpoint_every)
-    chunk_rows = tuple(len(x) for x in data.x)
+    chunk_rows = data.chunk_rows
     steps = steps_per_epoch(chunk_rows, stats.train_chunks, config.batch_size)
     optimizer = driver.make_optimizer(config, stats.n_train, total_steps=config.epochs * steps)
     training = library.init_training(model, optimizer)
