@@ -278,9 +278,10 @@ class DataDir:
             return 0
         return min(max(round(test_fraction * self.chunks), 1), self.chunks - 1)
 
-    def raw_chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def raw_chunk(self, index: int, *, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Chunk `index` read into memory: `x [rows, features]`, `y [rows, targets]` float32,
-        checked finite."""
+        checked finite unless `check` is False (training: `statistics` checked every chunk,
+        and a NaN slipping in later still stops training as `TrainingDiverged`)."""
         rows = self.chunk_rows[index]
         arrays = []
         for path, width in (
@@ -288,7 +289,7 @@ class DataDir:
             (self.y_files[index], self.out_features),
         ):
             values = np.array(_mapped(path, (rows, width)))  # a copy; the map is closed
-            if not np.isfinite(values).all():
+            if check and not np.isfinite(values).all():
                 raise DataError(
                     f"chunk {path.name} in {self.path} has NaN or infinite values; write the "
                     "directory again"
@@ -404,12 +405,23 @@ def _scale(variance: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def standardise(scaling: Scaling, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Original-scale rows -> the float32 standardised rows the models train on (float64 math
-    then one rounding, as `load_dataset` does for in-memory data)."""
-    return (
-        scaling.features(x).astype(np.float32),
-        scaling.targets(y).astype(np.float32),
-    )
+    """Original-scale float32 rows -> the float32 standardised rows the models train on.
+
+    In float32, in place on one copy: on the background thread this is what streaming costs
+    per chunk besides the read (5 ms for 65536 x 64 here, against 24 ms through float64).
+    The rounding error is about 1e-7 * max(|x|, |mean|) / scale per value, the size of
+    float32's own rounding of the standardised value when the mean is near the spread.
+    """
+    out = []
+    for values, mean, scale in (
+        (x, scaling.x_mean, scaling.x_scale),
+        (y, scaling.y_mean, scaling.y_scale),
+    ):
+        values = np.array(values, np.float32)  # a copy, whatever the input
+        np.subtract(values, mean.astype(np.float32), out=values)
+        np.divide(values, scale.astype(np.float32), out=values)
+        out.append(values)
+    return out[0], out[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -545,7 +557,7 @@ def fit_stream(
     state = drive.state
 
     def load(index: int):
-        x, y = standardise(stats.scaling, *data.raw_chunk(index))
+        x, y = standardise(stats.scaling, *data.raw_chunk(index, check=False))
         return jax.device_put(x), jax.device_put(y)
 
     all_losses, epoch_seconds, first_call = [], [], None
