@@ -7,7 +7,7 @@ streamed epoch's time next to an in-memory epoch and to the page-cache read boun
 Every measurement runs in a fresh child process, so each peak resident set (`VmHWM` from
 /proc/self/status) is that of one job alone:
 
-- `stream`: `jaxlinear train --library L --data DIR --epochs 2` (the command itself,
+- `stream`: `jaxlinear compare --libraries L --data DIR --epochs 2` (the command itself,
   statistics pass included); its epoch times from `--json`'s `epoch_seconds` (the first
   also compiles; the second is the steady one);
 - `read`: every chunk of DIR read into memory twice (memory-mapped, copied, unmapped, as
@@ -43,7 +43,7 @@ def _child_stream(folder: str, library: str, batch_size: int) -> dict:
         figures = f"{scratch}/figures.json"
         began = time.perf_counter()
         code = main(
-            ["train", "--library", library, "--data", folder, "--epochs", "2",
+            ["compare", "--libraries", library, "--data", folder, "--epochs", "2",
              "--batch-size", str(batch_size), "--quiet", "--json", figures]
         )  # fmt: skip
         wall = time.perf_counter() - began
