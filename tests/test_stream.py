@@ -23,6 +23,7 @@ from jaxlinear.stream import (
     make_data,
     standardise,
     statistics,
+    steps_per_epoch,
 )
 
 
@@ -82,7 +83,10 @@ def test_every_row_is_seen_exactly_once_per_epoch(batch_size):
     chunk_rows, train_chunks = (300, 300, 300, 100), (0, 1, 2, 3)
     orders = []
     for epoch in range(3):
-        plans = epoch_plan(chunk_rows, train_chunks, batch_size, seed=5, epoch=epoch)
+        plans = list(epoch_plan(chunk_rows, train_chunks, batch_size, seed=5, epoch=epoch))
+        assert sum(plan.steps for plan in plans) == steps_per_epoch(
+            chunk_rows, train_chunks, batch_size
+        )
         orders.append([plan.chunk for plan in plans])
         seen = []
         for plan in plans:
@@ -105,7 +109,7 @@ def _in_memory_reference(library, data, stats, config):
     chunk_rows = data.chunk_rows
     x, y = standardise(stats.scaling, *_rows(data, stats.train_chunks))
     offsets = np.cumsum([0, *chunk_rows])
-    steps = sum(plan.steps for plan in epoch_plan(chunk_rows, stats.train_chunks, 64, 0, 0))
+    steps = steps_per_epoch(chunk_rows, stats.train_chunks, 64)
     optimizer = driver.make_optimizer(config, len(x), total_steps=config.epochs * steps)
     start = library.from_canonical(initial_weights(5, 2, seed=config.seed))
     drive = driver.runner(library.module, library.module.init_training(start, optimizer), config)
