@@ -209,7 +209,7 @@ def test_the_next_chunk_loads_while_the_current_one_is_used():
 def test_bad_directories_are_refused_with_one_clear_error(folder, tmp_path):
     with pytest.raises(DataError, match="not a directory"):
         DataDir.open(tmp_path / "missing")
-    with pytest.raises(DataError, match="not a jaxlinear data directory"):
+    with pytest.raises(DataError, match="not a CSV file or a jaxlinear data directory"):
         DataDir.open(tmp_path)
     with pytest.raises(DataError, match="already exists"):
         make_data(folder, rows=10, features=2)
@@ -266,7 +266,7 @@ def test_cli_make_data_then_compare_from_the_directory(capsys, tmp_path):
         (["make-data", "{tmp}/x", "--rows", "0", "--features", "2"], "--rows must be"),
         (["make-data", "{tmp}/x", "--rows", "5", "--features", "0"], "--features must be"),
         (["make-data", "{tmp}", "--rows", "5", "--features", "2"], "already exists"),
-        (["compare", "--data", "{tmp}"], "not a jaxlinear data directory"),
+        (["compare", "--data", "{tmp}"], "not a CSV file or a jaxlinear data directory"),
         (["train", "--library", "nnx", "--data", "{data}", "--save", "{tmp}/s"], "--save not"),
     ],
 )

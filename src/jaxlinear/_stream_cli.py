@@ -162,7 +162,9 @@ class StreamedComparison:
 def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weights: bool) -> int:
     """`train`/`compare --data DIR`: statistics in one pass, then each library streamed."""
     from jaxlinear import cli
+    from jaxlinear.stream import DataDir, fit_stream, statistics
 
+    data = DataDir.open(args.data)  # first: a folder that is not one is the likelier mistake
     config = cli._config_from(args)
     cli._check_libraries(libraries)
     unsupported = [
@@ -196,9 +198,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     from jaxlinear._progress import progress_bar
     from jaxlinear._registry import get_library
     from jaxlinear._weights import initial_weights
-    from jaxlinear.stream import DataDir, fit_stream, statistics
 
-    data = DataDir.open(args.data)
     with progress_bar(quiet=args.quiet, label_width=12) as bar:
         task = None if bar is None else bar.add_task("statistics", total=data.chunks)
         stats = statistics(

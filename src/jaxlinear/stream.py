@@ -231,8 +231,9 @@ class DataDir:
             chunks = [(c["x"], c["y"], int(c["rows"])) for c in meta["chunks"]]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise DataError(
-                f"--data {folder} is not a jaxlinear data directory (no valid {META}); write "
-                "one with `jaxlinear make-data DIR --rows N --features D`"
+                f"--data {folder} is a folder, not a CSV file or a jaxlinear data directory "
+                f"(no valid {META}); write one with `jaxlinear make-data DIR --rows N "
+                "--features D`"
             ) from None
         if meta.get("version") != VERSION or meta.get("file_format") != "npy":
             raise DataError(
