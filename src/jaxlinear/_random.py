@@ -17,7 +17,16 @@ import numpy as np
 from jaxlinear._config import check_seed
 
 # The spawn-key slot of each purpose; never reorder (it would change every seeded result).
-PURPOSES = {"split": 0, "synthetic": 1, "initial_weights": 2, "batch_order": 3, "library_keys": 4}
+PURPOSES = {
+    "split": 0,
+    "synthetic": 1,
+    "initial_weights": 2,
+    "batch_order": 3,
+    "library_keys": 4,
+    "stream_data": 5,
+    "chunk_order": 6,
+    "chunk_rows": 7,
+}
 
 
 def seed_sequence(seed: int, purpose: str, *index: int) -> np.random.SeedSequence:

@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.set_defaults(handler=_run_show)
 
+    from jaxlinear._stream_cli import add_make_data_parser
+
+    add_make_data_parser(commands)
+
     from jaxlinear.bench.options import add_arguments as add_bench_arguments
 
     bench = commands.add_parser(
@@ -194,8 +198,9 @@ def _common_options() -> argparse.ArgumentParser:
     data.add_argument(
         "--data",
         default="diabetes",
-        metavar="{" + ",".join(BUILTIN_DATASETS) + ",PATH.csv}",
-        help="built-in data set or a CSV file with a header row (default: diabetes)",
+        metavar="{" + ",".join(BUILTIN_DATASETS) + ",PATH.csv,DIR}",
+        help="built-in data set, a CSV file with a header row, or a directory written by "
+        "`jaxlinear make-data`, trained from chunk by chunk (default: diabetes)",
     )
     data.add_argument(
         "--target",
@@ -344,6 +349,10 @@ def _run_train(args: argparse.Namespace) -> int:
 def _train_and_report(
     args: argparse.Namespace, libraries: list[str], *, show_weights: bool = False
 ) -> int:
+    from jaxlinear._stream_cli import is_data_dir_argument, train_streamed
+
+    if is_data_dir_argument(args.data):  # a directory written by `make-data`: streamed
+        return train_streamed(args, libraries, show_weights=show_weights)
     config = _config_from(args)
     _check_libraries(libraries)
     plan = _save_plan(args) if args.command == "train" else None

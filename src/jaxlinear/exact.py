@@ -130,3 +130,86 @@ def objective(
         per_example = per_example * w * (len(w) / w.sum())
     data_term = np.mean(per_example)
     return float(data_term + 0.5 * l2 * np.sum(np.asarray(weights.weight, np.float64) ** 2))
+
+
+class Moments:
+    """First and second moments of `(x, y)` accumulated chunk by chunk in float64, in one pass:
+    what the scaling statistics, the exact solution and any linear model's mean squared error
+    need, without the data in memory.
+
+    Sums are taken about a shift (the first chunk's means), so the covariances lose no
+    accuracy to cancellation when the columns' means are large against their spread.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        self.n = 0
+        self._shift_x: np.ndarray | None = None
+        self._shift_y: np.ndarray | None = None
+        self._sx = np.zeros(in_features)
+        self._sy = np.zeros(out_features)
+        self._sxx = np.zeros((in_features, in_features))
+        self._sxy = np.zeros((in_features, out_features))
+        self._syy = np.zeros(out_features)  # only the diagonal: per-output variances
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Adds a chunk `x: [rows, in_features]`, `y: [rows, out_features]`."""
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if self._shift_x is None:
+            self._shift_x, self._shift_y = x.mean(axis=0), y.mean(axis=0)
+        xc, yc = x - self._shift_x, y - self._shift_y
+        self.n += len(x)
+        self._sx += xc.sum(axis=0)
+        self._sy += yc.sum(axis=0)
+        self._sxx += xc.T @ xc
+        self._sxy += xc.T @ yc
+        self._syy += np.sum(yc * yc, axis=0)
+
+    @property
+    def x_mean(self) -> np.ndarray:
+        return self._shift_x + self._sx / self.n
+
+    @property
+    def y_mean(self) -> np.ndarray:
+        return self._shift_y + self._sy / self.n
+
+    @property
+    def cov_xx(self) -> np.ndarray:
+        """`[in, in]` population covariance of `x`."""
+        dx = self._sx / self.n
+        return self._sxx / self.n - np.outer(dx, dx)
+
+    @property
+    def cov_xy(self) -> np.ndarray:
+        """`[in, out]` population cross-covariance."""
+        return self._sxy / self.n - np.outer(self._sx / self.n, self._sy / self.n)
+
+    @property
+    def var_y(self) -> np.ndarray:
+        """`[out]` population variance of each target."""
+        dy = self._sy / self.n
+        return self._syy / self.n - dy * dy
+
+    def least_squares(self, *, l2: float = 0.0) -> LinearWeights:
+        """`least_squares` of all the rows added, from the normal equations (as
+        `least_squares_gram`; a singular Gram matrix gives its minimum-norm `lstsq` answer)."""
+        gram = self.cov_xx + l2 * np.eye(len(self._sx))
+        if np.linalg.cond(gram) <= GRAM_CONDITION_LIMIT:
+            weight = np.linalg.solve(gram, self.cov_xy)
+        else:
+            weight = np.linalg.lstsq(gram, self.cov_xy, rcond=None)[0]
+        return LinearWeights(weight, self.y_mean - self.x_mean @ weight)
+
+    def mse_per_output(self, weights: LinearWeights) -> np.ndarray:
+        """`[out]` mean of `(x @ W + b - y)^2` over the rows added, for any `weights`.
+
+        `E[r^2] = W^T Cxx W - 2 W^T Cxy + var(y)` (diagonals) `+ (mean(x) @ W + b - mean(y))^2`.
+        """
+        w = np.asarray(weights.weight, np.float64)
+        offset = self.x_mean @ w + np.asarray(weights.bias, np.float64) - self.y_mean
+        spread = np.sum(w * (self.cov_xx @ w), axis=0) - 2 * np.sum(w * self.cov_xy, axis=0)
+        return np.maximum(spread + self.var_y + offset**2, 0.0)
+
+    def objective(self, weights: LinearWeights, *, l2: float = 0.0) -> float:
+        """The training objective (see `least_squares`) over the rows added, float64."""
+        penalty = np.sum(np.asarray(weights.weight, np.float64) ** 2)
+        return float(0.5 * self.mse_per_output(weights).sum() + 0.5 * l2 * penalty)

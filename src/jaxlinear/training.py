@@ -59,17 +59,21 @@ ProgressFn = Callable[[int, float], None]
 _WORSE_RTOL = 1e-6
 
 
-def make_optimizer(config: TrainConfig, n_examples: int) -> optax.GradientTransformation:
+def make_optimizer(
+    config: TrainConfig, n_examples: int, *, total_steps: int | None = None
+) -> optax.GradientTransformation:
     """The optax optimizer that `config` names, with its learning-rate schedule.
 
     With `schedule="cosine"` the rate decays from `learning_rate` to 0 over all
     `config.epochs * steps_per_epoch(n_examples, config.batch_size)` steps. The decay is what
     lets adam settle on the optimum: at a constant rate its normalised step keeps the weights
-    jittering around it (seen here: test R² off by ~1e-3 on linnerud).
+    jittering around it (seen here: test R² off by ~1e-3 on linnerud). `total_steps`
+    overrides that count (streamed training, whose epochs are cut into batches per chunk).
     """
     learning_rate = config.learning_rate
     if config.schedule == "cosine":
-        total_steps = config.epochs * steps_per_epoch(n_examples, config.batch_size)
+        if total_steps is None:
+            total_steps = config.epochs * steps_per_epoch(n_examples, config.batch_size)
         learning_rate = optax.cosine_decay_schedule(config.learning_rate, total_steps)
     return {"adam": optax.adam, "sgd": optax.sgd}[config.optimizer](learning_rate)
 
