@@ -218,3 +218,16 @@ def test_a_bad_cluster_option_is_one_line(capsys):
     )
     assert code == 2
     assert capsys.readouterr().err.strip().startswith("jaxlinear: error: --process-id is needed")
+
+
+def test_devices_are_refused_in_a_cluster_with_one_line():
+    # A cluster of one process (it is its own coordinator) reaches the multi-process checks
+    # and the exit path (`os._exit` after the line) without a second process.
+    args = ["train", "--library", "nnx", "--devices", 1, "--coordinator"]
+    args += [f"127.0.0.1:{_free_port()}", "--num-processes", 1, "--process-id", 0]
+    result = _one_process(args)
+    assert result.returncode == 2
+    assert _without_gloo(result.stderr).splitlines() == [
+        "jaxlinear: error: --devices cannot be combined with --num-processes: a multi-process "
+        "run trains on every device of every process"
+    ]

@@ -315,9 +315,9 @@ def _in_cluster() -> bool:
     """Whether this process joined a multi-process run (`jax.distributed.initialize`)."""
     if "jax" not in sys.modules:
         return False
-    from jax._src import distributed
+    import jax
 
-    return distributed.global_state.client is not None
+    return jax.distributed.is_initialized()
 
 
 def _handle(args: argparse.Namespace) -> int:
