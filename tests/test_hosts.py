@@ -150,12 +150,26 @@ def _kill_after_first_checkpoint(run: Path, out: Path, victim: int) -> None:
                 process.kill()
             process.wait()
     errors = _without_gloo(out.with_suffix(f".{survivor}.err").read_text()).splitlines()
-    assert code == 1, errors
+    ours = [line for line in errors if line.startswith("jaxlinear:")]
     assert stopped_after < 15  # measured: 0.06 s (the next all-reduce fails at once)
-    assert len(errors) == 1 and errors[0].startswith(
-        f"jaxlinear: error: process {survivor} of 2 stopped: another process of the run went away"
-    ), errors
-    assert "--resume" in errors[0]
+    if victim == 0:
+        # The coordinator's death also reaches jax's own coordination client, which logs it
+        # (C++, ~8 lines) and terminates the process itself, racing the `os._exit(1)` after
+        # jaxlinear's line: measured 3 of 3 times exit code 1, but SIGABRT is possible.
+        assert code in (1, -signal.SIGABRT), errors
+        if code == -signal.SIGABRT and not ours:
+            assert any("Terminating process" in line for line in errors), errors
+            return
+    else:
+        assert code == 1 and len(errors) == 1, errors
+    assert len(ours) == 1, errors
+    assert ours[0].startswith(
+        f"jaxlinear: error: process {survivor} of 2 stopped: another process of the run went "
+        "away mid-run (UNKNOWN: Gloo"
+    ), ours
+    assert ours[0].endswith(
+        "rerun every process with --resume DIR to continue from the last checkpoint"
+    )
 
 
 @pytest.mark.slow
