@@ -135,7 +135,7 @@ def restore_target(directory, abstract: Any) -> Any:
 
     orbax checks shapes itself, but its refusal abandons reads already started, which print
     warnings after the error; comparing with the checkpoint's own metadata first refuses
-    cleanly. The target places every array on the default device, so orbax need not guess
+    cleanly. The target places every array on this process's first device, so orbax need not guess
     placements from the files (which it warns about).
 
     Raises:
@@ -161,7 +161,8 @@ def restore_target(directory, abstract: Any) -> Any:
             (path, _), *_ = missing
             problem = f"it lacks {path}"
         raise ValueError(f"{problem} (the checkpoint is of another shape or library)")
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    # This process's first device: in a multi-process run `jax.devices()[0]` is process 0's.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), abstract
     )
@@ -302,12 +303,20 @@ def _stage(folder: Path, state, scaling: Scaling, metadata: dict) -> Path:
     """Writes the whole checkpoint into a new hidden folder beside `folder`; returns it."""
     from jaxlinear._saved import SavedModel, encode
 
-    temporary = folder.parent / f".{folder.name}.tmp-{secrets.token_hex(4)}"
-    temporary.mkdir()
+    primary, together = _process_role()
+    # Every process of a multi-process run names the same folder: orbax writes one
+    # checkpoint from all of them (see `_process_role`).
+    token = "0" * 8 if together else secrets.token_hex(4)
+    temporary = folder.parent / f".{folder.name}.tmp-{token}"
+    if primary:
+        temporary.mkdir()
     try:
         module = get_library(state.library).module
         training = module.merge(state.static, state.arrays)
-        module.save_native(temporary / NATIVE, training)
+        if primary or (together and module.NATIVE_FORMAT.startswith("orbax")):
+            module.save_native(temporary / NATIVE, training)
+        if not primary:
+            return temporary
         weights = module.to_canonical(module.model_of(training))
         dataset_name = (metadata.get("dataset") or {}).get("name", "")
         neutral = SavedModel(state.library, weights, scaling, dataset_name)
@@ -317,9 +326,30 @@ def _stage(folder: Path, state, scaling: Scaling, metadata: dict) -> Path:
         (temporary / METADATA).write_text(json.dumps(metadata, indent=2, allow_nan=False) + "\n")
         _sync_tree(temporary)
     except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
+        if primary:
+            shutil.rmtree(temporary, ignore_errors=True)
         raise
     return temporary
+
+
+def _process_role() -> tuple[bool, bool]:
+    """`(primary, together)`: whether this process writes the checkpoint's files, and whether
+    several processes take part (a multi-process run, `jax.distributed`).
+
+    Process 0 alone writes jaxlinear's own files and renames folders. orbax, which linen, nnx
+    and penzai save with, is collective in a multi-process run (orbax v1's `save` broadcasts
+    from process 0 and ignores a `MultiprocessingOptions(active_processes={0})`), so every
+    process calls it with the same folder, and orbax writes the replicated arrays once, from
+    process 0. equinox's `tree_serialise_leaves` is a plain file write: process 0 alone.
+    """
+    import sys
+
+    if "jax" not in sys.modules:
+        return True, False
+    import jax
+
+    together = jax.process_count() > 1
+    return jax.process_index() == 0, together
 
 
 def _put_in_place(temporary: Path, folder: Path) -> None:
@@ -358,7 +388,7 @@ class RunFolder:
     def stage(self, state, **metadata) -> Path:
         """Writes a checkpoint of `state` (see `save_checkpoint` for `metadata`) into a hidden
         folder in the run folder; `commit` puts it in place, `discard` removes it."""
-        if not self._cleaned:
+        if not self._cleaned and _process_role()[0]:
             if not self.root.exists():
                 self.root.mkdir()
                 self._made_root = True
@@ -371,8 +401,11 @@ class RunFolder:
         return _stage(folder, state, metadata["scaling"], _metadata(state, **metadata))
 
     def commit(self, temporary: Path) -> Path:
-        """Puts a staged checkpoint in place, then keeps only the newest `keep`."""
+        """Puts a staged checkpoint in place, then keeps only the newest `keep` (in process 0
+        of a multi-process run; the others only took part in `stage`)."""
         folder = self.root / temporary.name.split(".")[1]
+        if not _process_role()[0]:
+            return folder
         if self.replace:
             # Another run's checkpoints leave before this one arrives, so no reader can ever
             # take one of them for this run's newest.
@@ -394,6 +427,8 @@ class RunFolder:
     def discard(self, temporary: Path | None = None) -> None:
         """Removes a staged checkpoint, and the run folder if this run made it and it is empty
         (after a failed run: only a checkpoint written before the failure stays)."""
+        if not _process_role()[0]:
+            return
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
         self._remove_leftovers()

@@ -50,6 +50,9 @@ FLAGS = {
     "start": "--resume",
     "checkpoint_every": "--checkpoint-every",
     "devices": "--devices",
+    "coordinator": "--coordinator",
+    "num_processes": "--num-processes",
+    "process_id": "--process-id",
 }
 
 
@@ -269,6 +272,19 @@ def _common_options() -> argparse.ArgumentParser:
         help="train data-parallel on the first N local devices: each batch split over them, "
         "parameters replicated (default: all of them; see docs/scaling.md)",
     )
+    hosts = common.add_argument_group(
+        "several processes (hosts)",
+        "run the same command once per process, each with its own --process-id; the mesh then "
+        "spans every device of every process and each process places only its share of the "
+        "rows. Only process 0 prints the results and writes --json, --report and checkpoints. "
+        "Not given: $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID (see "
+        "docs/scaling.md)",
+    )
+    hosts.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="address of process 0, where all processes meet"
+    )
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process: 0 .. N-1")
     output = common.add_argument_group("output")
     output.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     output.add_argument(
@@ -289,6 +305,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in reports
+    code = _handle(args)
+    if code != 0 and _in_cluster():
+        # After a failure, a normal exit would run jax's shutdown barrier, which waits for
+        # every process (a dead one never comes) and then aborts this one with a long C++
+        # log: the one line printed is the whole story, so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _in_cluster() -> bool:
+    """Whether this process joined a multi-process run (`jax.distributed.initialize`)."""
+    if "jax" not in sys.modules:
+        return False
+    import jax
+
+    return jax.distributed.is_initialized()
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except ConfigError as error:
@@ -304,6 +341,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("jaxlinear: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a bug, not the user's input: one line, unless asked for more
+        if _in_cluster() and _peer_failure(error):
+            import jax
+
+            print(
+                f"jaxlinear: error: process {jax.process_index()} of {jax.process_count()} "
+                "stopped: another process of the run went away mid-run "
+                f"({_one_line(error)[:200]}); rerun every process with --resume DIR to "
+                "continue from the last checkpoint",
+                file=sys.stderr,
+            )
+            return EXIT_INTERNAL
         if os.environ.get("JAXLINEAR_TRACEBACK"):
             raise
         print(
@@ -313,6 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_INTERNAL
     return EXIT_USAGE
+
+
+def _peer_failure(error: BaseException) -> bool:
+    from jaxlinear._distributed import is_peer_failure
+
+    return is_peer_failure(error)
 
 
 def _one_line(error: BaseException) -> str:
@@ -355,6 +409,7 @@ def _train_and_report(
         return train_streamed(args, libraries, show_weights=show_weights)
     config = _config_from(args)
     _check_libraries(libraries)
+    cluster = _join_cluster(args)  # before anything else touches jax
     plan = _save_plan(args) if args.command == "train" else None
     outputs = _check_outputs(args, plan.root if plan else None)
     dataset = _load(args)
@@ -364,7 +419,8 @@ def _train_and_report(
     from jaxlinear._compare import compare
 
     enable_compilation_cache()
-    mesh = _data_mesh(args.devices)
+    mesh = _data_mesh(args.devices) if cluster is None else _cluster_mesh(args, cluster)
+    primary = cluster is None or cluster.process_id == 0
     if mesh is not None:
         from jaxlinear.training import check_batch_split
 
@@ -372,11 +428,14 @@ def _train_and_report(
     folder, record, fit_options = None, {}, {}
     if plan is not None and plan.root is not None:
         folder, record, fit_options = _checkpointing(args, plan, dataset, config, libraries[0])
+    if not primary:  # process 0 alone prints; writing checkpoints is the run folder's concern
+        args.quiet = True
     devices = 1 if mesh is None else mesh.devices.size
     if mesh is not None:
         fit_options = {**fit_options, "mesh": mesh}
         if not args.quiet:
-            print(f"data-parallel over {devices} devices (--devices)", file=sys.stderr)
+            where = "--devices" if cluster is None else f"{cluster.num_processes} processes"
+            print(f"data-parallel over {devices} devices ({where})", file=sys.stderr)
 
     try:
         with _epoch_progress(libraries, config.epochs, quiet=args.quiet) as on_epoch:
@@ -387,6 +446,11 @@ def _train_and_report(
         if folder is not None:
             folder.discard()  # a run folder made for nothing goes; periodic checkpoints stay
         raise
+    if not primary:
+        if folder is not None:  # orbax saves from every process together (`checkpoint.py`)
+            run = comparison.runs[libraries[0]]
+            folder.stage(run.fit.state, **record, metrics=run.metrics)
+        return 0
     # Everything to write is made before anything is written, and then written together
     # (`write_all_atomic`, then the checkpoint's rename): a failure on the way leaves none of
     # the files behind.
@@ -429,6 +493,28 @@ def _train_and_report(
 
 
 _WRITTEN = {"json": "figures written to", "report": "report written to"}
+
+
+def _join_cluster(args: argparse.Namespace):
+    """Joins the multi-process run the options (or environment) name; `None` for none."""
+    from jaxlinear._distributed import cluster_from, initialize
+
+    cluster = cluster_from(args.coordinator, args.num_processes, args.process_id)
+    if cluster is not None:
+        initialize(cluster)
+    return cluster
+
+
+def _cluster_mesh(args: argparse.Namespace, cluster):
+    """The mesh over every device of every process of a multi-process run."""
+    if args.devices is not None:
+        raise UserError(
+            "--devices cannot be combined with --num-processes: a multi-process run trains on "
+            "every device of every process"
+        )
+    from jaxlinear._distributed import global_mesh
+
+    return global_mesh()
 
 
 def _data_mesh(devices: int | None):

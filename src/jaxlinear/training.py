@@ -237,8 +237,27 @@ def place_batches(x: jax.Array, y, config: TrainConfig, mesh: jax.sharding.Mesh)
         y = jax.tree.map(lambda values: _pad_rows(values, pad), y)
         x = _pad_rows(x, pad)
     # Rows over the data axis, every other axis whole: P("data") on `[n, ...]` arrays.
-    x, y = jax.device_put((x, y), NamedSharding(mesh, P(DATA_AXIS)))
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    if mesh.is_multi_process:  # each process hands jax only the rows its devices hold
+        x, y = jax.tree.map(lambda values: process_rows(values, sharding), (x, y))
+    else:
+        x, y = jax.device_put((x, y), sharding)
     return x, y, config
+
+
+def process_rows(values, sharding: NamedSharding) -> jax.Array:
+    """The global array of `values: [n, ...]` split by rows over a mesh that spans several
+    processes (`jax.distributed`), made from this process's rows only.
+
+    `jax.make_array_from_process_local_data` takes the rows of this process's devices (a
+    contiguous block: the mesh lists devices process by process) and assembles the global
+    `[n, ...]` array without any process sending its rows to another.
+    """
+    values = np.asarray(values)
+    blocks = sharding.addressable_devices_indices_map(values.shape).values()
+    start = min(block[0].start or 0 for block in blocks)
+    stop = max(len(values) if block[0].stop is None else block[0].stop for block in blocks)
+    return jax.make_array_from_process_local_data(sharding, values[start:stop], values.shape)
 
 
 def check_batch_split(batch_size: int | None, n_examples: int, devices: int) -> None:
@@ -476,7 +495,13 @@ def fit(
     if start is not None:
         first_epoch = _resume_epoch(start, library.NAME, steps, config.epochs)
         static, fresh = library.split(training)
-        training = library.merge(static, _with_leaves_of(start.arrays, fresh))
+        saved = start.arrays
+        if mesh is not None and mesh.is_multi_process:
+            # Arrays read from a checkpoint sit committed on this process's device, and jax
+            # moves none across processes: rebuilt uncommitted, like fresh ones, `shard` can
+            # place them (every process holds the same values).
+            saved = jax.tree.map(lambda leaf: jnp.asarray(np.asarray(leaf)), saved)
+        training = library.merge(static, _with_leaves_of(saved, fresh))
     initial_objective = _objective(library, library.model_of(training), x, y, config.l2)
     x_run, y_run, run_config = x, y, config
     if mesh is not None:
