@@ -12,19 +12,11 @@ import jax
 import numpy as np
 import pytest
 
+from cli_run import run_cli as _run
 from jaxlinear import LIBRARY_NAMES, load_checkpoint
 from jaxlinear.cli import main
 
 QUICK = ["--data", "linnerud", "--epochs", "12", "--batch-size", "4", "--quiet"]
-
-
-def _run(capsys, *argv):
-    try:
-        code = main([str(arg) for arg in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _one_line_error(code, stderr, message):

@@ -7,20 +7,11 @@ import sys
 
 import pytest
 
+from cli_run import run_cli as _run
 from jaxlinear import LIBRARY_NAMES
 from jaxlinear.cli import main
 
 QUICK = ["--epochs", "20", "--quiet"]
-
-
-def _run(capsys, *argv):
-    """Runs the CLI in-process; argparse's own errors arrive as SystemExit."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _csv(tmp_path, text, name="data.csv"):

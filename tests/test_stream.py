@@ -8,12 +8,12 @@ import jax
 import numpy as np
 import pytest
 
+from cli_run import run_cli as _run
 from jaxlinear import LIBRARY_NAMES, TrainConfig, get_library
 from jaxlinear import training as driver
 from jaxlinear._errors import ConfigError, DataError
 from jaxlinear._scaling import Scaling
 from jaxlinear._weights import initial_weights
-from jaxlinear.cli import main
 from jaxlinear.exact import least_squares
 from jaxlinear.stream import (
     DataDir,
@@ -233,15 +233,6 @@ def test_bad_directories_are_refused_with_one_clear_error(folder, tmp_path):
     np.save(damaged / "x-00001.npy", values)
     with pytest.raises(DataError, match=r"x-00001\.npy .* NaN"):
         statistics(DataDir.open(damaged), 0.2)
-
-
-def _run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_make_data_then_compare_from_the_directory(capsys, tmp_path):

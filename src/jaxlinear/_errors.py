@@ -44,3 +44,7 @@ class SavedModelError(JaxlinearError, ValueError):
 
 class WrongLibraryError(JaxlinearError, TypeError):
     """A model of one library was given to another library's function."""
+
+
+class UsageError(JaxlinearError):
+    """A command-line option the user can fix (the command line prints it as one line, exit 2)."""

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jaxlinear._errors import ConfigError, JaxlinearError
+from jaxlinear._errors import ConfigError, UsageError
 
 _MAKE_DATA_FLAGS = {
     "rows": "--rows",
@@ -20,10 +20,6 @@ _MAKE_DATA_FLAGS = {
     "noise": "--noise",
     "seed": "--seed",
 }
-
-
-class StreamUserError(JaxlinearError):
-    """A bad option of the data-directory paths: one line, exit 2 (as `cli.UserError`)."""
 
 
 def is_data_dir_argument(value: str) -> bool:
@@ -95,7 +91,7 @@ def run_make_data(args: argparse.Namespace) -> int:
             )
     except ConfigError as error:
         flag = _MAKE_DATA_FLAGS.get(error.field, error.field)
-        raise StreamUserError(f"{flag} {error.problem}") from None
+        raise UsageError(f"{flag} {error.problem}") from None
     gib = args.rows * (args.features + args.targets) * 4 / 2**30
     print(
         f"wrote {args.rows} rows x {args.features} features -> {args.targets} targets "
@@ -181,7 +177,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     if args.devices not in (None, 1):
         unsupported.append("--devices above 1")
     if unsupported:
-        raise StreamUserError(
+        raise UsageError(
             f"{', '.join(unsupported)} not supported with a data directory (--data "
             f"{args.data}) yet; drop {'it' if len(unsupported) == 1 else 'them'}"
         )
@@ -191,7 +187,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
 
         json_path = check_writable(args.json)
         if json_path.resolve().is_relative_to(Path(args.data).resolve()):
-            raise StreamUserError(f"--json {args.json} is inside the input directory --data")
+            raise UsageError(f"--json {args.json} is inside the input directory --data")
     from jaxlinear import _console
     from jaxlinear._cache import enable_compilation_cache
     from jaxlinear._compare import CONVERGED_ATOL, CONVERGED_RTOL

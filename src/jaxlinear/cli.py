@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jaxlinear import __version__
 from jaxlinear._config import BUILTIN_DATASETS, OPTIMIZERS, SCHEDULES, STEP_MODES, TrainConfig
-from jaxlinear._errors import ConfigError, JaxlinearError
+from jaxlinear._errors import ConfigError, JaxlinearError, UsageError
 from jaxlinear._registry import LIBRARY_NAMES
 
 EXIT_USAGE = 2
@@ -56,8 +56,7 @@ FLAGS = {
 }
 
 
-class UserError(JaxlinearError):
-    """Something the user can fix; printed as one line, exit code 2."""
+UserError = UsageError  # something the user can fix; printed as one line, exit code 2
 
 
 class _Parser(argparse.ArgumentParser):
