@@ -127,6 +127,7 @@ class StreamedComparison:
     exact_weights: Any
     exact: dict[str, float]
     runs: dict[str, _Run]
+    devices: int = 1
 
     def weights_original_scale(self) -> dict:
         def as_lists(weights) -> dict:
@@ -146,7 +147,7 @@ class StreamedComparison:
         return _json_safe(
             {
                 "dataset": self.dataset.summary(),
-                "settings": {**dataclasses.asdict(self.config), "devices": 1},
+                "settings": {**dataclasses.asdict(self.config), "devices": self.devices},
                 "exact": self.exact,
                 "libraries": {name: run.metrics for name, run in self.runs.items()},
                 "epoch_seconds": {name: run.epoch_seconds for name, run in self.runs.items()},
@@ -174,8 +175,10 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
         )
         if value
     ]
-    if args.devices not in (None, 1):
-        unsupported.append("--devices above 1")
+    from jaxlinear._distributed import cluster_from
+
+    if cluster_from(args.coordinator, args.num_processes, args.process_id) is not None:
+        unsupported.append("several processes (--num-processes)")
     if unsupported:
         raise UsageError(
             f"{', '.join(unsupported)} not supported with a data directory (--data "
@@ -194,7 +197,15 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     from jaxlinear._progress import progress_bar
     from jaxlinear._registry import get_library
     from jaxlinear._weights import initial_weights
+    from jaxlinear.stream import check_batch_split
 
+    mesh = cli._data_mesh(args.devices)  # every local device unless --devices says otherwise
+    devices = 1 if mesh is None else mesh.devices.size
+    if mesh is not None:
+        train_chunks = tuple(range(data.chunks - data.test_chunks(args.test_fraction)))
+        check_batch_split(data.chunk_rows, train_chunks, config.batch_size, devices)
+        if not args.quiet:
+            print(f"data-parallel over {devices} devices (--devices)", file=sys.stderr)
     with progress_bar(quiet=args.quiet, label_width=12) as bar:
         task = None if bar is None else bar.add_task("statistics", total=data.chunks)
         stats = statistics(
@@ -232,6 +243,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
                 config,
                 on_epoch=on_epoch,
                 on_chunk=on_chunk,
+                mesh=mesh,
             )
             fit = result.fit
             weights = library.to_canonical(fit.model)
@@ -255,7 +267,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
         "test_chunks": data.chunks - len(stats.train_chunks),
     }
     comparison = StreamedComparison(
-        _Summary(summary), config, stats.scaling, exact_weights, exact, runs
+        _Summary(summary), config, stats.scaling, exact_weights, exact, runs, devices
     )
     text = None
     if json_path is not None:
