@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -153,7 +154,35 @@ def cli_runs(folder: Path, scratch: Path) -> dict:
             )
             runs["relative_difference"][name] = float(np.abs(many - one).max() / np.abs(one).max())
     runs["uneven_batch"] = command_line([*common, "--batch-size", "20", "--devices", "8"])
+    runs["saved_and_resumed"] = saved_and_resumed(folder, scratch)
     return runs
+
+
+def saved_and_resumed(folder: Path, scratch: Path) -> dict:
+    """`train --data DIR --save` on every device, then its last checkpoint removed and the
+    run resumed from the one before: does it end bitwise where it ended the first time?"""
+    from jaxlinear.checkpoint import load_checkpoint
+
+    root = scratch / "run"
+    argv = ["train", "--library", "nnx", "--data", str(folder), "--epochs", "2", "--quiet"]
+    argv += ["--batch-size", "24", "--checkpoint-every", "1"]
+    first = command_line([*argv, "--save", str(root)])
+    if first["exit"] != 0:
+        return first
+    ended = load_checkpoint(root)
+    shutil.rmtree(ended.path)
+    again = command_line([*argv, "--resume", str(root)])
+    if again["exit"] != 0:
+        return again
+    resumed = load_checkpoint(root)
+    leaves = zip(
+        jax.tree.leaves(ended.state.arrays), jax.tree.leaves(resumed.state.arrays), strict=True
+    )
+    return {
+        "exit": 0,
+        "epochs": [ended.epoch, resumed.epoch],
+        "equal": all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in leaves),
+    }
 
 
 def main() -> None:

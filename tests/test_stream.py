@@ -261,7 +261,8 @@ TWO_PROCESSES = ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--proc
         (["make-data", "{tmp}/x", "--rows", "5", "--features", "0"], "--features must be"),
         (["make-data", "{tmp}", "--rows", "5", "--features", "2"], "already exists"),
         (["compare", "--data", "{tmp}"], "not a CSV file or a jaxlinear data directory"),
-        (["train", "--library", "nnx", "--data", "{data}", "--save", "{tmp}/s"], "--save not"),
+        (["compare", "--data", "{data}", "--report", "{tmp}/r.html"], "--report not supported"),
+        (["compare", "--data", "{data}", "--target", "y0"], "targets of a data directory"),
         (
             ["compare", "--data", "{data}", *TWO_PROCESSES],
             "several processes (--num-processes) not supported with a data directory",

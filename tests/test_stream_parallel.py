@@ -103,3 +103,13 @@ def test_command_line_data_dir_on_eight_devices(eight_devices):
         "jaxlinear: error: --batch-size must be a multiple of the number of devices (8) so "
         "each batch splits evenly, got 20\n"
     )
+
+
+@pytest.mark.slow
+def test_command_line_data_dir_saves_and_resumes_on_eight_devices(eight_devices):
+    # train --data DIR --save on every device; its last checkpoint removed, --resume from
+    # the one before ends bitwise where the run first ended.
+    saved = eight_devices["cli"]["saved_and_resumed"]
+    assert saved["exit"] == 0, saved.get("stderr")
+    assert saved["epochs"] == [2, 2]
+    assert saved["equal"]
