@@ -274,7 +274,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     staged = None
     if checkpoints is not None:
         name = libraries[0]
-        staged = checkpoints.stage(states[name], summary, runs[name].metrics)
+        staged = checkpoints.stage(states[name], runs[name].metrics)
     try:
         if text is not None:
             from jaxlinear._io import write_all_atomic
@@ -299,15 +299,19 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
             f"--target is for CSV files: the targets of a data directory (--data {args.data}) "
             "are fixed when it is written (`jaxlinear make-data --targets K`); drop --target"
         )
-    unsupported = [flag for flag, value in (("--report", args.report),) if value]
+    if args.report:
+        raise UsageError(
+            f"--report not supported with a data directory (--data {args.data}): the report "
+            "draws the data set, which it holds in memory; drop --report (--json writes the "
+            "figures)"
+        )
     from jaxlinear._distributed import cluster_from
 
     if cluster_from(args.coordinator, args.num_processes, args.process_id) is not None:
-        unsupported.append("several processes (--num-processes)")
-    if unsupported:
         raise UsageError(
-            f"{', '.join(unsupported)} not supported with a data directory (--data "
-            f"{args.data}) yet; drop {'it' if len(unsupported) == 1 else 'them'}"
+            f"several processes (--num-processes) not supported with a data directory (--data "
+            f"{args.data}) yet: train it in one process, on every device of its host "
+            "(--devices)"
         )
 
 
@@ -361,7 +365,8 @@ class _StreamCheckpoints:
         self.checkpoint = None
         if plan.resume is not None:
             checkpoint = load_checkpoint(plan.resume)
-            self._check_same_directory(checkpoint, args)
+            if checkpoint.state is not None:  # else `check_resumable` says there is none
+                self._check_same_directory(checkpoint, args)
             check_resumable(
                 checkpoint,
                 library=library,
@@ -446,15 +451,17 @@ class _StreamCheckpoints:
             options.update(checkpoint_every=self.every, on_checkpoint=on_checkpoint)
         return options
 
-    def record(self, summary: dict | None = None) -> dict:
+    def record(self) -> dict:
         """What every checkpoint of the run records (`checkpoint.save_checkpoint`'s fields)."""
-        stats = self.stats
-        dataset = summary or {
-            "name": str(self.data.path),
+        stats, data = self.stats, self.data
+        dataset = {
+            "name": str(data.path),
             "n_train": stats.n_train,
             "n_test": stats.n_test,
-            "in_features": self.data.in_features,
-            "out_features": self.data.out_features,
+            "in_features": data.in_features,
+            "out_features": data.out_features,
+            "chunks": data.chunks,
+            "test_chunks": data.chunks - len(stats.train_chunks),
         }
         return {
             "config": self.config,
@@ -466,6 +473,6 @@ class _StreamCheckpoints:
             "steps_per_epoch": self.steps,
         }
 
-    def stage(self, state, summary: dict, metrics: dict):
+    def stage(self, state, metrics: dict):
         """The final checkpoint, written beside its place (`RunFolder.commit` puts it there)."""
-        return self.folder.stage(state, **self.record(summary), metrics=metrics)
+        return self.folder.stage(state, **self.record(), metrics=metrics)
