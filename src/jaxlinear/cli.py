@@ -521,9 +521,11 @@ def _cluster_mesh(args: argparse.Namespace, cluster):
             "--devices cannot be combined with --num-processes: a multi-process run trains on "
             "every device of every process"
         )
-    from jaxlinear._distributed import global_mesh
+    from jaxlinear._distributed import connect_collectives, global_mesh
 
-    return global_mesh()
+    mesh = global_mesh()
+    connect_collectives(mesh)  # now, so gloo's line goes to stderr, not into the results
+    return mesh
 
 
 def _data_mesh(devices: int | None):
