@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxlinear import cli, training
+from jaxlinear import _device_layout, _views, cli, training
 from jaxlinear._config import TrainConfig
 from jaxlinear._registry import LIBRARY_NAMES, get_library
 
@@ -125,6 +125,59 @@ def layout(x, y, mesh) -> dict:
     return result
 
 
+def views(x, y, mesh, out: Path) -> dict:
+    """The layout row (`_device_layout`) on the arrays of real runs, and the CLI's pages
+    (`compare --report`, `show`) written into `out` for the browser test."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    config = TrainConfig(epochs=2, batch_size=24)
+    result: dict = {"libraries": {}}
+    for name in LIBRARY_NAMES:
+        library = get_library(name)
+        model = library.create(IN, OUT, key=jax.random.key(0))
+        sharded = library.fit(model, x, y, config, mesh=mesh).training
+        single = library.fit(model, x, y, config).training
+        found = _device_layout.mesh_of({name: sharded})
+        batch = _device_layout.batch_array(mesh, N, IN, 24)
+        shown = library.module._named(batch) if name == "penzai" else batch
+        leaves = jax.tree.leaves(
+            _views.parameters(name, library.module.model_of(sharded)),
+            is_leaf=lambda v: hasattr(v, "named_shape"),
+        )
+        row = _device_layout.layout_row({name: sharded}, _device_layout.Batches(N, 24))
+        result["libraries"][name] = {
+            "mesh_devices": None if found is None else int(found.devices.size),
+            "single_device_mesh": _device_layout.mesh_of({name: single}) is not None,
+            "parameters": [_device_layout.placement(leaf) for leaf in leaves],
+            "batch": _device_layout.placement(shown),
+            "row_title": row.title,
+            "row_note": row.note,
+        }
+    full = _device_layout.batch_array(mesh, N, IN, None)
+    split_by_hand = jax.device_put(np.zeros((16, 2), np.float32), NamedSharding(mesh, P("data")))
+    result["full_batch"] = {"shape": list(full.shape), "placement": _device_layout.placement(full)}
+    result["split_by_hand"] = _device_layout.placement(split_by_hand)
+    result["full_batch_label"] = _device_layout.Batches(N, None).describe(DEVICES)
+    pages = {"report": out / "report.html", "show": out / "show.html"}
+    small = ["--samples", str(N), "--epochs", "2", "--batch-size", "24", "--quiet"]
+    result["cli"] = {
+        "report": command_line(
+            ["compare", "--devices", "8", *small, "--report", str(pages["report"])]
+        ),
+        "show": command_line(
+            ["show", "--library", "all", "--devices", "8", "--output", str(pages["show"])]
+        ),
+    }
+    saved = out / "saved"
+    command_line(["train", "--library", "nnx", *small, "--devices", "8", "--save", str(saved)])
+    result["cli"]["show_saved_on_5"] = command_line(
+        ["show", "--load", str(saved), "--devices", "5", "--output", str(out / "never.html")]
+    )
+    result["pages"] = {kind: str(path) for kind, path in pages.items()}
+    return result
+
+
 def step_hlo(module, static, arrays, data, mesh) -> str:
     """The optimized HLO of one step on a batch gathered from `data = (x, y, indices)`."""
 
@@ -164,6 +217,7 @@ def main() -> None:
         run = command_line(["train", "--library", "linen", *small, "--json", str(figures)])
         run["devices"] = json.loads(figures.read_text())["settings"]["devices"]
         report["cli"]["default_devices"] = run
+    report["views"] = views(x, y, mesh, Path(sys.argv[1]))
     json.dump(report, sys.stdout)
 
 

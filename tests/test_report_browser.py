@@ -163,6 +163,12 @@ def test_report_sections_in_order(report):
     ]
 
 
+def test_a_one_device_run_has_no_layout_row(report):
+    # The layout over the devices is drawn for runs over several (tests/test_scaling.py).
+    assert 'id="row-layout"' not in report
+    assert re.findall(r'<div class="jl-row" id="([\w-]+)"', report) == list(ROWS)
+
+
 @pytest.mark.parametrize("row", ROWS)
 def test_every_row_has_one_cell_per_library_in_order(report, row):
     cells = _row(report, row)

@@ -17,7 +17,13 @@ import pytest
 from jaxlinear import cli
 from jaxlinear._errors import ConfigError
 
+# tests/ has no __init__.py: put it on sys.path so the helper imports under both import modes.
+sys.path.insert(0, str(Path(__file__).parent))
+import browser
+
 CHECK = Path(__file__).with_name("data_parallel_check.py")
+# docs/scaling.md's picture, rewritten by the browser test with JAXLINEAR_UPDATE_SCREENSHOT=1.
+LAYOUT_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "layout-screenshot.png"
 
 # 8 devices sum each batch's gradient in 8 partial sums plus an all-reduce instead of one
 # sum: float32 rounding (~6e-8 relative per operation) in another order. Over the 4-16 sgd
@@ -28,14 +34,20 @@ RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def eight_devices() -> dict:
+def pages_folder(tmp_path_factory) -> Path:
+    """Where the 8-device run writes its report and `show` page (for the browser test)."""
+    return tmp_path_factory.mktemp("eight-devices")
+
+
+@pytest.fixture(scope="module")
+def eight_devices(pages_folder) -> dict:
     environment = {
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         "JAXLINEAR_CACHE_DIR": "",
     }
     result = subprocess.run(
-        [sys.executable, str(CHECK)],
+        [sys.executable, str(CHECK), str(pages_folder)],
         capture_output=True,
         text=True,
         env=environment,
@@ -134,3 +146,98 @@ def test_devices_flag_does_not_import_jax_at_parse_time():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+# The layout row (`_device_layout`): what a sharded run's report and `show` page draw.
+
+REPLICATED = "replicated: all of it on each of the 8 CPU devices"
+
+
+@pytest.mark.slow
+def test_layout_describes_the_run_arrays_where_they_are(eight_devices):
+    views = eight_devices["views"]
+    # A reference for the words: an array split by hand, 16 rows over 8 devices.
+    assert views["split_by_hand"] == "split over 8 CPU devices: axis 0 16 → 2 per device"
+    for name, library in views["libraries"].items():
+        assert library["mesh_devices"] == 8, name
+        assert library["single_device_mesh"] is False, name  # one device: no row at all
+        assert library["parameters"] == [REPLICATED, REPLICATED], name  # W and b
+        axis = "batch" if name == "penzai" else "axis 0"  # penzai names its batch axis
+        assert library["batch"] == f"split over 8 CPU devices: {axis} 24 → 3 per device", name
+        assert library["row_title"] == "Layout over the 8 devices"
+        assert (
+            "Every batch of 24 rows (of 100 training rows): each is split" in (library["row_note"])
+        )
+    # A full batch is every row, padded as `training.place_batches` pads it: 104 = 8 x 13.
+    assert views["full_batch"] == {
+        "shape": [104, 5],
+        "placement": "split over 8 CPU devices: axis 0 104 → 13 per device",
+    }
+    assert views["full_batch_label"] == (
+        "the full batch of 100 training rows, padded with 4 rows of weight 0 to 104"
+    )
+
+
+@pytest.mark.slow
+def test_report_and_show_draw_the_layout_on_eight_devices(eight_devices):
+    runs = eight_devices["views"]["cli"]
+    for kind in ("report", "show"):
+        assert runs[kind]["exit"] == 0, runs[kind]["stderr"]
+    report = Path(eight_devices["views"]["pages"]["report"]).read_text()
+    show = Path(eight_devices["views"]["pages"]["show"]).read_text()
+    for page in (report, show):
+        assert page.count('id="row-layout"') == 1
+        assert "Layout over the 8 devices" in page
+        for name in ("linen", "nnx", "equinox", "penzai"):  # each library's own `shard`
+            assert f"jaxlinear.libraries.{name}.shard</code>" in page
+        # W and b, adam's mu and nu of each, adam's count and the cosine schedule's: 8; linen
+        # and nnx also carry a step count of their own (`TrainState.step`, `Optimizer.step`).
+        assert page.count("step counts): 9 arrays, " + REPLICATED) == 2
+        assert page.count("step counts): 8 arrays, " + REPLICATED) == 2
+    assert "Every batch of 24 rows (of 353 training rows)" in report  # diabetes
+    assert "An example batch of 32 rows (4 per device)" in show
+    refused = runs["show_saved_on_5"]
+    assert refused["exit"] == 2
+    assert not Path(eight_devices["views"]["pages"]["show"]).with_name("never.html").exists()
+    assert refused["stderr"] == (
+        "jaxlinear: error: --devices must divide the saved run's batch size (24) so each of "
+        "its batches splits evenly, got 5\n"
+    )
+
+
+# Per cell of the layout row: its left edge, and how many sharding drawings its treescope
+# figures hold once rendered (arrayviz writes "Colored by device index." under each).
+_LAYOUT_CELLS_SCRIPT = """() => Array.from(
+  document.querySelectorAll('#row-layout .jl-cell')).map((cell) => ({
+    column: cell.dataset.column,
+    left: cell.getBoundingClientRect().left,
+    drawings: Array.from(cell.querySelectorAll('treescope-container')).reduce(
+      (n, c) => n + (c.shadowRoot.textContent.match(/Colored by device index/g) || []).length,
+      0),
+  }))"""
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize("kind", ["report", "show"])
+def test_the_layout_row_renders_in_chromium(eight_devices, kind, tmp_path):
+    reason = browser.missing_requirement()
+    if reason is not None:
+        pytest.skip(reason)
+    path = Path(eight_devices["views"]["pages"][kind])
+    screenshots = Path(os.environ.get("JAXLINEAR_SCREENSHOT_DIR", tmp_path))
+    with browser.open_in_chromium(path, viewport=(1400, 900)) as page:
+        page.wait_until_rendered()
+        page.page.locator("#row-layout").scroll_into_view_if_needed()
+        page.wait_until_rendered()
+        cells = page.page.evaluate(_LAYOUT_CELLS_SCRIPT)
+        # Four columns side by side, each drawing W, b and a batch.
+        assert [cell["column"] for cell in cells] == ["linen", "nnx", "equinox", "penzai"]
+        assert [cell["left"] for cell in cells] == sorted({cell["left"] for cell in cells})
+        assert [cell["drawings"] for cell in cells] == [3, 3, 3, 3]
+        assert page.clipped_elements("#row-layout .jl-cell, #row-layout pre") == []
+        assert not page.scrolls_sideways()
+        page.page.locator("#row-layout").screenshot(path=str(screenshots / f"layout-{kind}.png"))
+        if kind == "report" and os.environ.get("JAXLINEAR_UPDATE_SCREENSHOT") == "1":
+            page.page.locator("#row-layout").screenshot(path=str(LAYOUT_SCREENSHOT))
+    assert page.report.ok, page.report

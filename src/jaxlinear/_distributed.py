@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 from jaxlinear._errors import ConfigError
 
@@ -129,6 +130,37 @@ def global_mesh():
     return jax.make_mesh(
         (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
     )
+
+
+def connect_collectives(mesh) -> None:
+    """Runs one all-reduce over every device of `mesh` now, this process's stdout pointed at
+    its stderr meanwhile.
+
+    On CPU, gloo connects the processes at the first collective, and its C++ code then prints
+    `[Gloo] Rank 0 is connected to 1 peer ranks. ...` on stdout, where the results go.
+    Connecting here sends that line to stderr instead, and a peer that cannot be reached is
+    found before training starts. Later collectives over the same devices reuse the
+    connection and print nothing more (the tests check stdout).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jaxlinear.training import DATA_AXIS
+
+    ones = np.ones(jax.local_device_count(), np.float32)
+    placed = NamedSharding(mesh, P(DATA_AXIS))
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        values = jax.make_array_from_process_local_data(placed, ones, (mesh.devices.size,))
+        jax.block_until_ready(jax.jit(jnp.sum)(values))
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def is_peer_failure(error: BaseException) -> bool:

@@ -13,8 +13,9 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jaxlinear import _layout, _sections, _views, _xla, visualize
+from jaxlinear import _device_layout, _layout, _sections, _views, _xla, visualize
 from jaxlinear._compare import Comparison
+from jaxlinear._errors import ConfigError
 from jaxlinear._registry import LIBRARY_NAMES, TITLES
 from jaxlinear._views import parameters as parameters
 from jaxlinear._views import source_code as source_code
@@ -147,6 +148,7 @@ def comparison_report(comparison: Comparison, *, command: Sequence[str] | None =
         dataset.feature_names,
         dataset.target_names,
         model_label="trained model",
+        batches=_device_layout.Batches(len(dataset.x_train), comparison.config.batch_size),
     )
     differences = (
         _sections.weights_against_exact(comparison)
@@ -186,10 +188,12 @@ def models_page(
     state_label: str = "as a training run starts (adam with the default settings)",
     feature_names: Sequence[str] | None = None,
     target_names: Sequence[str] | None = None,
+    batches: _device_layout.Batches | None = None,
 ) -> str:
     """A page showing `models` (library -> model) side by side (for `jaxlinear show`), each
     with its training object's optimizer state (`trainings`; by default the state a training
-    run would start from)."""
+    run would start from) and, when those are placed on several devices, their layout with
+    one of `batches`."""
     feature_names, target_names = default_names(models, feature_names, target_names)
     body = _views.side_by_side_html(
         models,
@@ -197,6 +201,7 @@ def models_page(
         feature_names,
         target_names,
         state_label=state_label,
+        batches=batches,
     )
     libraries = list(models)
     title = (
@@ -219,6 +224,7 @@ def show_page(
     in_features: int = 3,
     out_features: int = 1,
     seed: int = 0,
+    devices: int = 1,
 ) -> str:
     """The page of `jaxlinear show`: `checkpoint` (a `jaxlinear.checkpoint.Checkpoint`)
     opened in each of `libraries`, or else a fresh `in_features -> out_features` model of
@@ -227,6 +233,14 @@ def show_page(
     A checkpoint's own library shows the training state its native files restore, optimizer
     state included; the others hold the same weights with a fresh optimizer (optimizer state
     does not move between libraries).
+
+    With `devices` > 1 every library's `shard` places its training state on the first
+    `devices` local devices (`training.data_mesh`), as a data-parallel run starts, and the
+    page draws the layout: the parameters, and one of the saved run's batches (a
+    checkpoint) or an example batch of 4 rows per device.
+
+    Raises:
+      ConfigError: `devices` out of range, or not dividing the saved run's batch size.
     """
     from jaxlinear._random import jax_key
     from jaxlinear._registry import get_library
@@ -246,7 +260,11 @@ def show_page(
             f"{kind}, {in_features} -> {out_features}, with each library's default "
             f"initialisers (seed {seed})."
         )
-        return models_page(models, description=description)
+        example = _device_layout.Batches(
+            4 * devices, None, label=f"an example batch of {4 * devices} rows (4 per device)"
+        )
+        models, trainings = _on_devices(models, _views.fresh_trainings(models), devices)
+        return models_page(models, description=description, trainings=trainings, batches=example)
     trained_in, metadata, weights = checkpoint.trained_in, checkpoint.metadata, checkpoint.weights
     models = {name: get_library(name).from_canonical(weights) for name in libraries}
     trainings = _views.fresh_trainings(models)
@@ -266,6 +284,21 @@ def show_page(
         state_label = (
             f"as restored from the checkpoint for {TITLES[trained_in]}, fresh for the others"
         )
+    batch_size = metadata["settings"]["batch_size"]
+    n_train = metadata["n_train"]
+    saved_batches = _device_layout.Batches(n_train, batch_size)
+    if devices > 1:
+        from jaxlinear.training import check_batch_split
+
+        try:
+            check_batch_split(batch_size, n_train, devices)
+        except ConfigError:
+            raise ConfigError(
+                "devices",
+                f"must divide the saved run's batch size ({batch_size}) so each of its batches "
+                f"splits evenly, got {devices}",
+            ) from None
+    models, trainings = _on_devices(models, trainings, devices)
     dataset = (metadata.get("dataset") or {}).get("name") or "unknown data"
     description = (
         f"Trained in {trained_in} on {dataset} (saved in {checkpoint.path}), opened in "
@@ -279,7 +312,24 @@ def show_page(
         state_label=state_label,
         feature_names=checkpoint.scaling.feature_names,
         target_names=checkpoint.scaling.target_names,
+        batches=saved_batches,
     )
+
+
+def _on_devices(
+    models: Mapping[str, Any], trainings: Mapping[str, Any], devices: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`models` and `trainings` as a data-parallel run over `devices` local devices starts:
+    each training object placed by its library's own `shard`, each model taken from it.
+    Unchanged for one device."""
+    from jaxlinear._registry import get_library
+    from jaxlinear.training import data_mesh
+
+    mesh = data_mesh(devices)
+    if mesh is None:
+        return dict(models), dict(trainings)
+    placed = {name: get_library(name).module.shard(trainings[name], mesh) for name in models}
+    return {name: get_library(name).module.model_of(placed[name]) for name in models}, placed
 
 
 def default_names(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxlinear import _layout, visualize
+from jaxlinear import _device_layout, _layout, visualize
 from jaxlinear._registry import TITLES, get_library
 
 # The code a reader should compare: the model class, the textbook step, and how the library
@@ -227,6 +227,7 @@ def side_by_side_rows(
     *,
     model_label: str = "model",
     state_label: str = "after training",
+    batches: _device_layout.Batches | None = None,
 ) -> list[_layout.Row]:
     """The rows of the side-by-side view for `models` (library -> its model).
 
@@ -237,6 +238,8 @@ def side_by_side_rows(
       feature_names, target_names: the data's names, to label the parameters.
       model_label: how the model row calls the models ("trained model", ...).
       state_label: when the optimizer state was taken ("after training", ...).
+      batches: the run's batches, drawn in the layout row that a run over several devices
+        gets (`_device_layout.layout_row`, from `trainings`).
     """
     arrays = {name: parameter_arrays(name, model) for name, model in models.items()}
     largest = max(
@@ -279,6 +282,9 @@ def side_by_side_rows(
                 anchor="row-optimizer-state",
             )
         )
+        layout = _device_layout.layout_row(trainings, batches)
+        if layout is not None:
+            rows.append(layout)
     rows += [
         _layout.Row(
             "How the model is called",
@@ -304,10 +310,10 @@ def side_by_side_html(
     trainings: Mapping[str, Any] | None,
     feature_names: Sequence[str],
     target_names: Sequence[str],
-    **labels: str,
+    **options: Any,
 ) -> str:
     """`side_by_side_rows` laid out in columns (needs `_layout.CSS`)."""
-    rows = side_by_side_rows(models, trainings, feature_names, target_names, **labels)
+    rows = side_by_side_rows(models, trainings, feature_names, target_names, **options)
     return _layout.side_by_side(rows, {name: TITLES[name] for name in models})
 
 

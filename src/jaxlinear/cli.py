@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or the newest checkpoint saved by `jaxlinear train --save DIR` (--load DIR), opened "
         "in --library (default: the library that trained it) beside the library that trained "
         "it, with the training state its native files restore (parameters and optimizer "
-        "state). --library all shows the four libraries side by side.",
+        "state). --library all shows the four libraries side by side. On several devices "
+        "(--devices), a row draws how each library's arrays and a batch lie over them.",
     )
     show.add_argument(
         "--library",
@@ -170,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--in-features", type=int, default=3, help="new model: inputs (default: 3)")
     show.add_argument("--out-features", type=int, default=1, help="new model: outputs (default: 1)")
     show.add_argument("--seed", type=int, default=0, help="new model: initialisation seed")
+    show.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="place each library's training state on the first N local devices with its own "
+        "`shard`, as `train --devices N` does, and draw the layout: parameters and a batch "
+        "over the devices (default: all of them; one device draws none)",
+    )
     show.add_argument(
         "--output", default=DEFAULT_SHOW, metavar="PATH.html", help=f"(default: {DEFAULT_SHOW})"
     )
@@ -511,9 +521,11 @@ def _cluster_mesh(args: argparse.Namespace, cluster):
             "--devices cannot be combined with --num-processes: a multi-process run trains on "
             "every device of every process"
         )
-    from jaxlinear._distributed import global_mesh
+    from jaxlinear._distributed import connect_collectives, global_mesh
 
-    return global_mesh()
+    mesh = global_mesh()
+    connect_collectives(mesh)  # now, so gloo's line goes to stderr, not into the results
+    return mesh
 
 
 def _data_mesh(devices: int | None):
@@ -721,6 +733,8 @@ def _run_show(args: argparse.Namespace) -> int:
         libraries = [args.library]
     if args.library == "all":
         libraries = list(LIBRARY_NAMES)
+    import jax
+
     from jaxlinear._report import show_page
 
     page = show_page(
@@ -729,6 +743,7 @@ def _run_show(args: argparse.Namespace) -> int:
         in_features=args.in_features,
         out_features=args.out_features,
         seed=args.seed,
+        devices=jax.local_device_count() if args.devices is None else args.devices,
     )
     write_text_atomic(output, page)
     print(f"page written to {output}", file=sys.stderr)

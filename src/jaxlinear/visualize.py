@@ -305,8 +305,9 @@ customElements.define("treescope-run-here", class extends HTMLElement {
 # the heatmap, text aligned left) runs past it and is cut off at the tree's edge. These
 # rules let both wrap (a label at spaces only, in a box at least about ten characters
 # wide, so "axis 1: 1" stays whole over a one-column heatmap); arrayviz then makes room
-# for the label's box. They
-# are added to every shadow root once treescope has made them (its own scripts run on
+# for the label's box. A sharding drawing's device legend ("CPU 0 1 ... 7") is one
+# `white-space: pre` span, which the last rule lets wrap between devices. They are added
+# to every shadow root once treescope has made them (its own scripts run on
 # DOMContentLoaded, see below), and again after a moment for containers filled later.
 _SHADOW_STYLE_SCRIPT = """
 (() => {
@@ -314,6 +315,9 @@ _SHADOW_STYLE_SCRIPT = """
     .treescope_root .arrayviz_container .info { white-space: normal !important; }
     .treescope_root .arrayviz_container div[style*="text-align: left"] {
       white-space: normal !important; overflow-wrap: normal; min-width: 5.5em;
+    }
+    .treescope_root span[style="font-family: monospace; white-space: pre"] {
+      white-space: pre-wrap !important;
     }`;
   const addRule = () => {
     for (const container of document.querySelectorAll("treescope-container")) {
@@ -432,7 +436,7 @@ def side_by_side(
       ValueError: an unknown library name; WrongLibraryError: a model that is not
         of the library it is given for.
     """
-    from jaxlinear import _layout, _report, _views
+    from jaxlinear import _device_layout, _layout, _report, _views
     from jaxlinear._compare import Comparison
     from jaxlinear._registry import get_library
 
@@ -441,8 +445,11 @@ def side_by_side(
         trainings = {name: run.fit.training for name, run in models.runs.items()}
         feature_names = feature_names or dataset.feature_names
         target_names = target_names or dataset.target_names
+        labels = {
+            "model_label": "trained model",
+            "batches": _device_layout.Batches(len(dataset.x_train), models.config.batch_size),
+        }
         models = {name: run.trained_model for name, run in models.runs.items()}
-        labels = {"model_label": "trained model"}
     else:
         models = dict(models)
         for name, model in models.items():
