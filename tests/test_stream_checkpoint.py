@@ -170,10 +170,10 @@ def test_outputs_are_checked_before_the_statistics_pass(capsys, folder, run, tmp
 @pytest.mark.slow
 def test_a_killed_streamed_run_resumes_to_the_same_weights(capsys, folder, tmp_path):
     settings = [*SETTINGS[:2], "--epochs", "12", *SETTINGS[4:], "--data", str(folder)]
-    settings += ["--checkpoint-every", "1", "--keep", "2"]
+    periodic = ["--checkpoint-every", "1", "--keep", "2"]
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, "-m", "jaxlinear.cli", "train", *settings, "--save", str(killed)],
+        [sys.executable, "-m", "jaxlinear.cli", "train", *settings, *periodic, "--save", killed],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "JAXLINEAR_CACHE_DIR": ""},
@@ -189,8 +189,10 @@ def test_a_killed_streamed_run_resumes_to_the_same_weights(capsys, folder, tmp_p
     process.stderr.close()
     assert not (killed / "epoch-000012").exists(), "killed before the end"
 
-    code, _, stderr = _run(capsys, "train", *settings, "--resume", killed)
+    code, _, stderr = _run(capsys, "train", *settings, *periodic, "--resume", killed)
     assert code == 0, stderr
+    # Uninterrupted and without periodic checkpoints: a streamed run calls the same compiled
+    # programs on the same batches whatever --checkpoint-every (no epochs are grouped).
     whole = tmp_path / "whole"
     code, _, stderr = _run(capsys, "train", *settings, "--save", whole)
     assert code == 0, stderr
