@@ -211,6 +211,7 @@ def save_checkpoint(
     dataset: dict | None = None,
     data_sha256: str | None = None,
     checkpoint_every: int | None = None,
+    steps_per_epoch: int | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Writes one checkpoint folder at `folder`, atomically; returns its path.
@@ -224,6 +225,9 @@ def save_checkpoint(
       metrics, dataset: recorded as they are (JSON values; non-finite numbers become null).
       data_sha256: `data_fingerprint` of the training data, which `--resume` checks.
       checkpoint_every: recorded for resuming (the bitwise guarantee needs the same value).
+      steps_per_epoch: optimizer steps in one epoch, when not `training.steps_per_epoch(
+        n_train, config.batch_size)` (a streamed run cuts its epochs into batches per chunk,
+        `stream.steps_per_epoch`); the epoch reached is `state.step` over it.
       overwrite: replace an existing checkpoint at `folder` (otherwise refused).
 
     Raises:
@@ -248,6 +252,7 @@ def save_checkpoint(
             dataset=dataset,
             data_sha256=data_sha256,
             checkpoint_every=checkpoint_every,
+            steps_per_epoch=steps_per_epoch,
         ),
     )
     _put_in_place(staged, folder)
@@ -264,11 +269,11 @@ def _metadata(
     dataset=None,
     data_sha256=None,
     checkpoint_every=None,
+    steps_per_epoch=None,
 ) -> dict:
-    from jaxlinear import __version__
-    from jaxlinear.training import steps_per_epoch
+    from jaxlinear import __version__, training
 
-    steps = steps_per_epoch(n_train, config.batch_size)
+    steps = steps_per_epoch or training.steps_per_epoch(n_train, config.batch_size)
     if state.step % steps:
         raise ValueError(f"step {state.step} is not the end of an epoch of {steps} steps")
     versions = {"jaxlinear": __version__}
@@ -396,7 +401,9 @@ class RunFolder:
             self._cleaned = True
         from jaxlinear.training import steps_per_epoch
 
-        steps = steps_per_epoch(metadata["n_train"], metadata["config"].batch_size)
+        steps = metadata.get("steps_per_epoch") or steps_per_epoch(
+            metadata["n_train"], metadata["config"].batch_size
+        )
         folder = self.root / f"{RUN_PREFIX}{state.step // steps:06d}"
         return _stage(folder, state, metadata["scaling"], _metadata(state, **metadata))
 
@@ -605,7 +612,11 @@ def _load(folder: Path, metadata: dict, library: str | None) -> Checkpoint:
                 native,
                 in_features=in_features,
                 out_features=out_features,
-                optimizer=make_optimizer(config, n_train),
+                # The schedule's length as the run had it (a streamed run's epochs have
+                # their own step count); the optimizer state's structure does not depend on it.
+                optimizer=make_optimizer(
+                    config, n_train, total_steps=config.epochs * metadata["steps_per_epoch"]
+                ),
             )
         except Exception as error:  # whatever the library raises, the cause is in these files
             problem = _one_line(error)

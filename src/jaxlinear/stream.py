@@ -11,7 +11,9 @@ training and test rows, from which the exact solution and every figure `compare`
 
 `fit_stream(library, model, data, stats, config)` trains with the same compiled step as
 `training.fit` (`training.runner`), fed one chunk at a time; the next chunk is read and
-standardised on a background thread while the current one trains.
+standardised on a background thread while the current one trains. With `mesh=` it trains
+data-parallel over several devices of this process, each chunk's rows split over them
+(`place_chunk`), as `training.fit(..., mesh=)` does in memory.
 
 The split: the LAST `round(test_fraction * chunks)` chunks are the test set (at least one when
 `test_fraction > 0` and there are two chunks or more; none for a one-chunk directory). Rows
@@ -490,6 +492,44 @@ def steps_per_epoch(chunk_rows, train_chunks, batch_size: int | None) -> int:
     return sum(max(n // batch_size, 1) + (batch_size < n and n % batch_size > 0) for n in rows)
 
 
+def check_batch_split(
+    chunk_rows: tuple[int, ...], train_chunks: tuple[int, ...], batch_size: int | None, devices: int
+) -> None:
+    """Raises `ConfigError` unless every mini-batch of a streamed epoch splits evenly over
+    `devices`, as `training.check_batch_split` does in memory. A batch size at or above the
+    largest training chunk makes every chunk one whole batch, which is always accepted."""
+    from jaxlinear.training import check_batch_split as check
+
+    check(batch_size, max(chunk_rows[chunk] for chunk in train_chunks), devices)
+
+
+def place_chunk(x: np.ndarray, y: np.ndarray, plan: ChunkPlan, mesh) -> tuple[Any, Any]:
+    """One chunk's standardised rows, `x: [rows, in]` and `y: [rows, out]`, placed for
+    data-parallel steps over `mesh`: returns `((x, y), rest)`, device arrays whose rows are
+    split over the mesh's data axis.
+
+    `(x, y)` is what `plan.batches` index, placed by `training.place_batches`: zero rows are
+    appended up to a multiple of the device count (a device array's rows must split evenly).
+    Mini-batches are drawn from the real rows only. A whole-chunk batch (`plan.batches` empty)
+    takes every row, so its `y` becomes `WeightedTargets` whose padding rows weigh 0 and real
+    rows `(rows + pad) / rows`: the weighted mean over all rows is the mean over the real ones.
+
+    `rest` is the chunk's left-over batch (`plan.rest`, `rows % batch_size` rows, any number),
+    gathered here on the host and placed on its own the same way as a whole, padded and
+    weighted batch; `None` when there is none. (Gathered from the placed chunk instead, its
+    rows could not split evenly over the devices.)
+    """
+    from jaxlinear.training import place_batches
+
+    whole = TrainConfig()  # batch_size None: every row in one batch
+    batch_size = plan.batches.shape[1] or None
+    rows = place_batches(x, y, dataclasses.replace(whole, batch_size=batch_size), mesh)[:2]
+    rest = None
+    if len(plan.rest):
+        rest = place_batches(x[plan.rest], y[plan.rest], whole, mesh)[:2]
+    return rows, rest
+
+
 @dataclasses.dataclass
 class StreamFit:
     """`training.FitResult` of a streamed run, and the wall time of each epoch (seconds,
@@ -526,6 +566,7 @@ def fit_stream(
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[Any], None] | None = None,
     require_progress: bool = True,
+    mesh=None,
 ) -> StreamFit:
     """Trains a copy of `model` on the training chunks of `data`, one chunk in memory at a time.
 
@@ -544,7 +585,24 @@ def fit_stream(
       start, checkpoint_every, on_checkpoint: resume and checkpoints at epoch boundaries, as
         for `training.fit`; a resumed run ends bitwise where the uninterrupted one does.
       require_progress: raise `TrainingFailed` if the run ends above its starting objective.
+      mesh: train data-parallel over this one-process mesh (from `training.data_mesh`), as
+        `training.fit` does: the library's `shard` places its training object replicated,
+        the loader thread places each chunk's rows over the devices (`place_chunk`), and
+        the steps run under `jax.set_mesh(mesh)`, where every batch is split along the
+        data axis. `None`: one device.
+
+    Sizes that do not divide the device count (with `mesh`): a mini-batch size must be a
+    multiple of it (`ConfigError`, as in memory); a whole-chunk batch and a chunk's rest
+    batch of any size are padded with zero rows that weigh 0, their real rows weighing
+    `(rows + pad) / rows`, so each step's loss and gradient are the mean over its real rows,
+    as on one device (see `place_chunk`).
+
+    Raises:
+      ConfigError: an invalid setting, a `start` that does not fit, or (with `mesh`) a
+        mini-batch size that is not a multiple of the number of devices.
     """
+    import contextlib
+
     import jax
 
     from jaxlinear import training as driver
@@ -554,6 +612,10 @@ def fit_stream(
     if checkpoint_every is not None:
         driver._check_positive_int("checkpoint_every", checkpoint_every)
     chunk_rows = data.chunk_rows
+    if mesh is not None:
+        if mesh.is_multi_process:
+            raise ConfigError("mesh", "spans several processes; streamed training runs in one")
+        check_batch_split(chunk_rows, stats.train_chunks, config.batch_size, mesh.devices.size)
     steps = steps_per_epoch(chunk_rows, stats.train_chunks, config.batch_size)
     optimizer = driver.make_optimizer(config, stats.n_train, total_steps=config.epochs * steps)
     training = library.init_training(model, optimizer)
@@ -563,51 +625,67 @@ def fit_stream(
         static, fresh = library.split(training)
         training = library.merge(static, driver._with_leaves_of(start.arrays, fresh))
     initial_objective = stats.objective(library.to_canonical(library.model_of(training)), config.l2)
+    if mesh is not None:
+        training = library.shard(training, mesh)
     drive = driver.runner(library, training, config)
     state = drive.state
 
-    def load(index: int):
-        x, y = standardise(stats.scaling, *data.raw_chunk(index, check=False))
-        return jax.device_put(x), jax.device_put(y)
+    def load(epoch: int, chunk: int):
+        """`(plan, (x, y), rest)`: the chunk's batches, its rows on the device(s), and on a
+        mesh its rest batch placed on its own (`None` when the rows are gathered from x, y)."""
+        x, y = standardise(stats.scaling, *data.raw_chunk(chunk, check=False))
+        plan = chunk_plan(chunk_rows[chunk], config.batch_size, config.seed, epoch, chunk)
+        if mesh is None:
+            return plan, (jax.device_put(x), jax.device_put(y)), None
+        return plan, *place_chunk(x, y, plan, mesh)
 
     all_losses, epoch_seconds, first_call = [], [], None
     steady_seconds, steady_steps = 0.0, 0
-    for epoch in range(first_epoch, config.epochs):
-        began = time.perf_counter()
-        order = chunk_order(stats.train_chunks, config.seed, epoch)
-        losses = []
-        for done, (chunk, (x, y)) in enumerate(
-            zip(order, _prefetched(load, order), strict=True), 1
-        ):
-            plan = chunk_plan(chunk_rows[chunk], config.batch_size, config.seed, epoch, chunk)
-            call_began = time.perf_counter()
-            state, chunk_losses = drive.run(state, x, y, plan.batches)
-            chunk_losses = list(np.asarray(chunk_losses).reshape(-1))
-            if len(plan.rest):
-                state, rest_losses = drive.run(state, x, y, plan.rest[None])
-                chunk_losses += list(np.asarray(rest_losses).reshape(-1))
-            seconds = time.perf_counter() - call_began
-            if first_call is None:
-                first_call = seconds
-            else:
-                steady_seconds, steady_steps = steady_seconds + seconds, steady_steps + plan.steps
-            losses.extend(chunk_losses)
-            if on_chunk is not None:
-                on_chunk(epoch, done, len(order))
-        losses = np.asarray(losses, np.float32)
-        driver._check_finite(losses, epoch * steps, config)
-        all_losses.append(losses)
-        epoch_seconds.append(time.perf_counter() - began)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, float(losses[-1]))
-        epochs_done = epoch + 1
-        if on_checkpoint is not None and (
-            epochs_done % checkpoint_every == 0 or epochs_done == config.epochs
-        ):
-            static, arrays = library.split(drive.finish(state))
-            arrays = jax.tree.map(lambda leaf: leaf, arrays)  # a snapshot, as in `fit`
-            on_checkpoint(driver.TrainingState(library.NAME, static, arrays, epochs_done * steps))
-    training = drive.finish(state)
+    whole = np.zeros((1, 0), np.int32)  # indices meaning "every row" (`take_batch`)
+    # Under the mesh every batch is split over its devices (`training.take_batch`).
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        for epoch in range(first_epoch, config.epochs):
+            began = time.perf_counter()
+            order = chunk_order(stats.train_chunks, config.seed, epoch)
+            losses = []
+            chunks = _prefetched(lambda chunk, epoch=epoch: load(epoch, chunk), order)
+            for done, (plan, (x, y), rest) in enumerate(chunks, 1):
+                call_began = time.perf_counter()
+                state, chunk_losses = drive.run(state, x, y, plan.batches)
+                chunk_losses = list(np.asarray(chunk_losses).reshape(-1))
+                if len(plan.rest):
+                    if rest is None:
+                        state, rest_losses = drive.run(state, x, y, plan.rest[None])
+                    else:  # placed apart, padded (`place_chunk`): all its rows, weighted
+                        state, rest_losses = drive.run(state, *rest, whole)
+                    chunk_losses += list(np.asarray(rest_losses).reshape(-1))
+                seconds = time.perf_counter() - call_began
+                if first_call is None:
+                    first_call = seconds
+                else:
+                    steady_seconds, steady_steps = (
+                        steady_seconds + seconds,
+                        steady_steps + plan.steps,
+                    )
+                losses.extend(chunk_losses)
+                if on_chunk is not None:
+                    on_chunk(epoch, done, len(order))
+            losses = np.asarray(losses, np.float32)
+            driver._check_finite(losses, epoch * steps, config)
+            all_losses.append(losses)
+            epoch_seconds.append(time.perf_counter() - began)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, float(losses[-1]))
+            epochs_done = epoch + 1
+            if on_checkpoint is not None and (
+                epochs_done % checkpoint_every == 0 or epochs_done == config.epochs
+            ):
+                static, arrays = library.split(drive.finish(state))
+                arrays = jax.tree.map(lambda leaf: leaf, arrays)  # a snapshot, as in `fit`
+                on_checkpoint(
+                    driver.TrainingState(library.NAME, static, arrays, epochs_done * steps)
+                )
+        training = drive.finish(state)
     trained = library.model_of(training)
     final_objective = stats.objective(library.to_canonical(trained), config.l2)
     if require_progress and final_objective > initial_objective * (1 + driver._WORSE_RTOL):
