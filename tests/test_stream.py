@@ -1,6 +1,7 @@
 """Data larger than memory: `make-data` directories, the one-pass statistics, and streamed
 training, which must see every row once per epoch and equal in-memory training."""
 
+import gc
 import json
 import re
 import subprocess
@@ -448,3 +449,18 @@ def test_npy_directories_and_make_data_errors_never_import_pyarrow(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_opening_and_reading_parquet_leaves_no_reference_cycles(tmp_path):
+    # A cycle (e.g. `pq.read_metadata(path).schema` and its metadata) keeps each footer in
+    # memory until the cycle collector runs: resident memory then grows with the chunk count.
+    path = make_data(tmp_path / "d", rows=40, features=3, chunk_rows=2, file_format="parquet")
+    gc.collect()
+    gc.disable()
+    try:
+        data = DataDir.open(path)
+        for index in range(data.chunks):
+            data.raw_chunk(index)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -26,6 +26,7 @@ from jaxlinear._errors import DataError
 # What pyarrow raises for a file it cannot read: OSError (ArrowIOError, a missing file),
 # ValueError (ArrowInvalid, bad magic bytes or a bad footer), or another ArrowException.
 _READ_ERRORS = (OSError, ValueError, pa.ArrowException)
+BATCH_ROWS = 8192  # rows pyarrow decodes at once when reading: 2 MiB at 64 float32 columns
 
 
 def write_chunk(
@@ -54,8 +55,11 @@ def check_chunk(path: Path, names: Sequence[str], rows: int) -> None:
     columns `names` in that order, float32, and `rows` rows. Raises a one-line `DataError`."""
     where = f"chunk {path.name} in {path.parent}"
     try:
-        metadata = pq.read_metadata(path)
-        schema = metadata.schema.to_arrow_schema()
+        # Not `pq.read_metadata(path).schema`: that `ParquetSchema` and its `FileMetaData`
+        # refer to each other, so each footer stayed in memory until Python's cycle collector
+        # ran (seen: checking 252 chunk files left 71 MiB more resident than checking 63).
+        with pq.ParquetFile(path) as file:
+            schema, count = file.schema_arrow, file.metadata.num_rows
     except _READ_ERRORS as error:
         raise _damaged(where, error) from None
     if list(schema.names) != list(names):
@@ -69,10 +73,9 @@ def check_chunk(path: Path, names: Sequence[str], rows: int) -> None:
                 f"{where} holds column {field.name} as {field.type}, not float32 as meta.json "
                 "says; write the directory again"
             )
-    if metadata.num_rows != rows:
+    if count != rows:
         raise DataError(
-            f"{where} has {metadata.num_rows} rows, not {rows} as meta.json says; write the "
-            "directory again"
+            f"{where} has {count} rows, not {rows} as meta.json says; write the directory again"
         )
 
 
@@ -82,31 +85,35 @@ def read_chunk(
     """The chunk at `path` read into memory: `x [rows, features]`, `y [rows, targets]` float32,
     C-contiguous, as from a `.npy` chunk.
 
-    Read one row group at a time and copied column by column out of pyarrow's buffers
-    (float32 throughout, no float64 round trip); each row group's buffers are released
-    before the next is read, so pyarrow never holds more than one row group. Page checksums
-    are verified. Raises a one-line `DataError` if the file is unreadable or no longer
-    matches what `check_chunk` checked.
+    Read in batches of at most `BATCH_ROWS` rows; pyarrow lays each batch out row-major
+    (`RecordBatch.to_tensor`, float32 to float32: no float64 round trip) and it is copied
+    into place, and the batch's buffers are dropped before the next is read, so pyarrow
+    holds about one batch at a time (a few MiB), never the chunk. Page checksums are
+    verified. Raises a one-line `DataError` if the file is unreadable or no longer matches
+    what `check_chunk` checked.
     """
     where = f"chunk {path.name} in {path.parent}"
     x = np.empty((rows, features), np.float32)
     y = np.empty((rows, len(names) - features), np.float32)
+    done = 0
     try:
-        file = pq.ParquetFile(path, page_checksum_verification=True)
+        with pq.ParquetFile(path, page_checksum_verification=True) as file:
+            for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=list(names)):
+                _check_batch(batch, where)
+                count = batch.num_rows
+                if done + count > rows:
+                    break
+                # Row-major in C++ (to_tensor), then one contiguous copy: about twice as fast
+                # here as copying each column into a strided column of `x`.
+                values = batch.to_tensor(row_major=True).to_numpy()
+                x[done : done + count] = values[:, :features]
+                y[done : done + count] = values[:, features:]
+                done += count
+                del batch, values  # pyarrow's buffers go before the next batch is read
+    except DataError:
+        raise
     except _READ_ERRORS as error:
         raise _damaged(where, error) from None
-    done = 0
-    with file:
-        for group in range(file.num_row_groups):
-            try:
-                batch = file.read_row_group(group, columns=list(names))
-            except _READ_ERRORS as error:
-                raise _damaged(where, error) from None
-            if done + batch.num_rows > rows:
-                break
-            _copy_columns(batch, x, y, done, where)
-            done += batch.num_rows
-            del batch  # pyarrow's buffers go before the next row group is read
     if done != rows:
         raise DataError(
             f"{where} does not hold the {rows} rows its footer and meta.json say; write the "
@@ -115,21 +122,15 @@ def read_chunk(
     return x, y
 
 
-def _copy_columns(batch: pa.Table, x: np.ndarray, y: np.ndarray, first: int, where: str) -> None:
-    """Copies `batch`'s columns into rows `first:` of `x` then `y` (float32 to float32)."""
-    features = x.shape[1]
-    for index, column in enumerate(batch.columns):
-        name = batch.column_names[index]
-        if column.type != pa.float32() or column.null_count:
+def _check_batch(batch: pa.RecordBatch, where: str) -> None:
+    """float32 columns without nulls, or a `DataError` (the file changed since it was opened,
+    or holds nulls, which a footer alone does not show)."""
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if field.type != pa.float32() or column.null_count:
             raise DataError(
-                f"{where} holds column {name} as {column.type} with {column.null_count} "
+                f"{where} holds column {field.name} as {field.type} with {column.null_count} "
                 "missing values, not float32 without any; write the directory again"
             )
-        into, at = (x, index) if index < features else (y, index - features)
-        row = first
-        for piece in column.chunks:
-            into[row : row + len(piece), at] = piece.to_numpy(zero_copy_only=True)
-            row += len(piece)
 
 
 def _damaged(where: str, error: BaseException) -> DataError:
