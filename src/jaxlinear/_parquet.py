@@ -98,7 +98,13 @@ def read_chunk(
     done = 0
     try:
         with pq.ParquetFile(path, page_checksum_verification=True) as file:
-            for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=list(names)):
+            # No pyarrow thread pool: this already runs on the prefetch thread beside training,
+            # and on 2 cores the pool made streamed epochs slower (1.7-2.2 s against 1.3-2.0 s
+            # at 1 GiB) and the peak RSS higher (453-469 MiB against 396-398 MiB).
+            batches = file.iter_batches(
+                batch_size=BATCH_ROWS, columns=list(names), use_threads=False
+            )
+            for batch in batches:
                 _check_batch(batch, where)
                 count = batch.num_rows
                 if done + count > rows:
