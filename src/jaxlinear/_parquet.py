@@ -89,8 +89,8 @@ def read_chunk(
     (`RecordBatch.to_tensor`, float32 to float32: no float64 round trip) and it is copied
     into place, and the batch's buffers are dropped before the next is read, so pyarrow
     holds about one batch at a time (a few MiB), never the chunk. Page checksums are
-    verified. Raises a one-line `DataError` if the file is unreadable or no longer matches
-    what `check_chunk` checked.
+    verified where the file has them (`write_chunk` writes them). Raises a one-line
+    `DataError` if the file is unreadable or no longer matches what `check_chunk` checked.
     """
     where = f"chunk {path.name} in {path.parent}"
     x = np.empty((rows, features), np.float32)
