@@ -22,7 +22,17 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 
-HEAVY = {"jax", "flax", "equinox", "penzai", "optax", "sklearn", "matplotlib", "treescope"}
+HEAVY = {
+    "jax",
+    "flax",
+    "equinox",
+    "penzai",
+    "optax",
+    "sklearn",
+    "matplotlib",
+    "treescope",
+    "pyarrow",
+}
 
 
 @pytest.mark.parametrize(

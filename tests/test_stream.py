@@ -1,11 +1,18 @@
 """Data larger than memory: `make-data` directories, the one-pass statistics, and streamed
 training, which must see every row once per epoch and equal in-memory training."""
 
+import gc
 import json
+import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import jax
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from cli_run import run_cli as _run
@@ -32,6 +39,14 @@ def folder(tmp_path_factory):
     """1,000 rows in chunks of 300 (the last of 100), 5 features, 2 targets."""
     path = tmp_path_factory.mktemp("stream") / "data"
     make_data(path, rows=1000, features=5, targets=2, chunk_rows=300, seed=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def parquet_folder(tmp_path_factory):
+    """The `folder` data set (same seed and shapes) as Parquet chunks."""
+    path = tmp_path_factory.mktemp("stream_parquet") / "data"
+    make_data(path, rows=1000, features=5, targets=2, chunk_rows=300, seed=3, file_format="parquet")
     return path
 
 
@@ -274,3 +289,186 @@ def test_cli_errors_are_one_line_with_exit_2(capsys, tmp_path, folder, argv, mes
     code, _, err = _run(capsys, *argv, "--quiet")
     assert code == 2
     assert err.count("\n") == 1 and message in err, err
+
+
+def _assert_same_chunks(expected, parquet):
+    assert parquet.file_format == "parquet"
+    assert expected.chunk_rows == parquet.chunk_rows
+    for index in range(expected.chunks):
+        for a, b in zip(expected.raw_chunk(index), parquet.raw_chunk(index), strict=True):
+            assert b.dtype == np.float32 and b.flags.c_contiguous and a.shape == b.shape
+            assert a.tobytes() == b.tobytes()  # bitwise: the same float32 values were written
+
+
+def test_parquet_chunks_hold_the_npy_values_of_the_same_seed(tmp_path):
+    # Chunks of 9000 rows: a Parquet chunk is written as row groups of 8192 + 808 rows.
+    npy = make_data(tmp_path / "npy", rows=17000, features=3, targets=2, chunk_rows=9000, seed=7)
+    parquet = make_data(tmp_path / "pq", rows=17000, features=3, targets=2, chunk_rows=9000,
+                        seed=7, file_format="parquet")  # fmt: skip
+    meta = json.loads((parquet / "meta.json").read_text())
+    assert meta["file_format"] == "parquet" and meta["version"] == 1
+    assert meta["chunks"] == [{"file": "chunk-00000.parquet", "rows": 9000},
+                              {"file": "chunk-00001.parquet", "rows": 8000}]  # fmt: skip
+    assert sorted(p.name for p in parquet.iterdir()) == [
+        "chunk-00000.parquet", "chunk-00001.parquet", "meta.json"]  # fmt: skip
+    footer = pq.read_metadata(parquet / "chunk-00000.parquet")
+    assert [footer.row_group(i).num_rows for i in range(footer.num_row_groups)] == [8192, 808]
+    assert footer.schema.to_arrow_schema() == pa.schema(
+        [pa.field(name, pa.float32(), nullable=False) for name in ("x0", "x1", "x2", "y0", "y1")]
+    )
+    assert not list(tmp_path.glob(".pq.tmp-*"))  # written under a temporary name, renamed
+    assert DataDir.open(npy).file_format == "npy"
+    _assert_same_chunks(DataDir.open(npy), DataDir.open(parquet))
+
+
+def test_parquet_statistics_equal_the_npy_ones(folder, parquet_folder):
+    npy, parquet = DataDir.open(folder), DataDir.open(parquet_folder)
+    _assert_same_chunks(npy, parquet)
+    a, b = statistics(npy, test_fraction=0.25), statistics(parquet, test_fraction=0.25)
+    assert a.train_chunks == b.train_chunks
+    # The same float32 values summed in the same order: the float64 moments are bitwise equal.
+    for field in ("x_mean", "x_scale", "y_mean", "y_scale"):
+        np.testing.assert_array_equal(getattr(a.scaling, field), getattr(b.scaling, field))
+    for moments in ("train", "test"):
+        for field in ("n", "x_mean", "y_mean", "cov_xx", "cov_xy", "var_y"):
+            np.testing.assert_array_equal(
+                getattr(getattr(a, moments), field), getattr(getattr(b, moments), field)
+            )
+
+
+@pytest.mark.parametrize("name", LIBRARY_NAMES)
+def test_streamed_training_from_parquet_equals_it_from_npy_bitwise(folder, parquet_folder, name):
+    config = TrainConfig(epochs=2, batch_size=64, learning_rate=0.05, seed=2)
+    library = get_library(name)
+    start = library.from_canonical(initial_weights(5, 2, seed=2))
+    results = []
+    for path in (folder, parquet_folder):
+        data = DataDir.open(path)
+        results.append(fit_stream(library, start, data, statistics(data, 0.25), config).fit)
+    npy, parquet = results
+    np.testing.assert_array_equal(npy.losses, parquet.losses)
+    for a, b in zip(*(jax.tree.leaves(r.state.arrays) for r in results), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_parquet_reader_takes_any_codec_pyarrow_reads(parquet_folder, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "meta.json").write_bytes((parquet_folder / "meta.json").read_bytes())
+    for index, codec in enumerate(("snappy", "zstd", "gzip", "none")):
+        name = f"chunk-{index:05d}.parquet"
+        table = pq.read_table(parquet_folder / name)
+        pq.write_table(table, copy / name, compression=codec, row_group_size=64)
+    _assert_same_chunks(DataDir.open(parquet_folder), DataDir.open(copy))
+
+
+def _flip_a_value(path: Path) -> None:
+    """Changes one bit of one float in the data pages (not in any header or footer)."""
+    x = pq.read_table(path).column("x1").to_numpy()
+    raw = bytearray(path.read_bytes())
+    # A value stored once: not also a page's or the footer's min/max statistic.
+    value = next(v.tobytes() for v in x if raw.count(v.tobytes()) == 1)
+    raw[raw.find(value)] ^= 1
+    path.write_bytes(bytes(raw))
+
+
+def _rewrite(path: Path, change) -> None:
+    pq.write_table(change(pq.read_table(path)), path)
+
+
+_PARQUET_DAMAGE = {
+    "bytes": (_flip_a_value, r"chunk-00001\.parquet .* damaged \(.*CRC checksum"),
+    "truncated": (
+        lambda path: path.write_bytes(path.read_bytes()[:-100]),
+        r"chunk-00001\.parquet .* missing or damaged \(Parquet magic bytes not found",
+    ),
+    "missing": (Path.unlink, r"chunk-00001\.parquet .* missing or damaged"),
+    "renamed column": (
+        lambda path: _rewrite(path, lambda t: t.rename_columns(["x0", "z1", "y0"])),
+        r"chunk-00001\.parquet .* has the columns x0, z1, y0, not x0, x1, y0 as meta\.json",
+    ),
+    "float64 column": (
+        lambda path: _rewrite(path, lambda t: t.set_column(1, "x1", t["x1"].cast(pa.float64()))),
+        r"chunk-00001\.parquet .* holds column x1 as double, not float32 as meta\.json",
+    ),
+    "wrong rows": (
+        lambda path: _rewrite(path, lambda t: t.slice(0, 9)),
+        r"chunk-00001\.parquet .* has 9 rows, not 10 as meta\.json says",
+    ),
+    "null": (
+        lambda path: _rewrite(
+            path, lambda t: t.set_column(0, "x0", pa.array([None] + [1.0] * 9, pa.float32()))
+        ),
+        r"chunk-00001\.parquet .* holds column x0 as float with 1 missing values",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(_PARQUET_DAMAGE))
+def test_cli_parquet_damage_is_one_line_with_exit_2(capsys, tmp_path, damage):
+    change, message = _PARQUET_DAMAGE[damage]
+    path = make_data(tmp_path / "d", rows=30, features=2, chunk_rows=10, file_format="parquet")
+    change(path / "chunk-00001.parquet")
+    code, out, err = _run(capsys, "compare", "--data", path, "--libraries", "nnx", "--quiet")
+    assert code == 2 and out == "", err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    assert "write the directory again" in err
+
+
+def test_cli_make_data_parquet_then_compare_from_the_directory(capsys, tmp_path):
+    path = tmp_path / "d"
+    code, _, err = _run(capsys, "make-data", path, "--rows", "600", "--features", "3",
+                        "--chunk-rows", "200", "--format", "parquet", "--quiet")  # fmt: skip
+    assert code == 0 and "wrote 600 rows" in err and "parquet" in err
+    assert sorted(p.name for p in path.glob("*.parquet")) == [
+        f"chunk-0000{i}.parquet" for i in range(3)
+    ]
+    out = tmp_path / "figures.json"
+    code, _, err = _run(capsys, "compare", "--data", path, "--libraries", "equinox",
+                        "--epochs", "30", "--batch-size", "40", "--lr", "0.05", "--quiet",
+                        "--json", out)  # fmt: skip
+    assert code == 0, err
+    figures = json.loads(out.read_text())
+    assert figures["dataset"]["n_train"] == 400 and figures["dataset"]["n_test"] == 200
+    assert figures["libraries"]["equinox"]["converged"]
+
+
+def test_cli_make_data_refuses_an_unknown_format(capsys, tmp_path):
+    code, _, err = _run(capsys, "make-data", tmp_path / "x", "--rows", "5", "--features", "2",
+                        "--format", "csv")  # fmt: skip
+    assert code == 2 and "invalid choice: 'csv'" in err
+    with pytest.raises(ConfigError, match="file_format must be one of npy, parquet"):
+        make_data(tmp_path / "x", rows=5, features=2, file_format="csv")
+    assert not (tmp_path / "x").exists()
+
+
+def test_npy_directories_and_make_data_errors_never_import_pyarrow(tmp_path):
+    probe = (
+        "import sys\n"
+        "from jaxlinear.cli import main\n"
+        f"assert main(['make-data', {str(tmp_path / 'd')!r}, '--rows', '20', '--features', '2',"
+        " '--chunk-rows', '10', '--quiet']) == 0\n"
+        f"assert main(['make-data', {str(tmp_path / 'd')!r}, '--rows', '20', '--features', '2',"
+        " '--format', 'parquet', '--quiet']) == 2  # exists: refused before pyarrow is needed\n"
+        "from jaxlinear.stream import DataDir, statistics\n"
+        f"statistics(DataDir.open({str(tmp_path / 'd')!r}), 0.5)\n"
+        "print('pyarrow' in sys.modules, 'jax' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_opening_and_reading_parquet_leaves_no_reference_cycles(tmp_path):
+    # A cycle (e.g. `pq.read_metadata(path).schema` and its metadata) keeps each footer in
+    # memory until the cycle collector runs: resident memory then grows with the chunk count.
+    path = make_data(tmp_path / "d", rows=40, features=3, chunk_rows=2, file_format="parquet")
+    gc.collect()
+    gc.disable()
+    try:
+        data = DataDir.open(path)
+        for index in range(data.chunks):
+            data.raw_chunk(index)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -19,6 +19,7 @@ _MAKE_DATA_FLAGS = {
     "chunk_rows": "--chunk-rows",
     "noise": "--noise",
     "seed": "--seed",
+    "file_format": "--format",
 }
 
 
@@ -33,9 +34,10 @@ def add_make_data_parser(commands) -> None:
     make = commands.add_parser(
         "make-data",
         help="write a synthetic linear data set of any size as chunks, for --data DIR",
-        description="Writes DIR/x-NNNNN.npy and DIR/y-NNNNN.npy chunks of a synthetic linear "
-        "data set (y = x @ W + b + noise) one chunk at a time, so its size is bounded by the "
-        "disk, not the memory, and DIR/meta.json with the shapes and the true W and b. "
+        description="Writes DIR/x-NNNNN.npy and DIR/y-NNNNN.npy chunks (or, with --format "
+        "parquet, DIR/chunk-NNNNN.parquet files of float32 columns x0.. and y0..) of a synthetic "
+        "linear data set (y = x @ W + b + noise) a slice at a time, so its size is bounded by "
+        "the disk, not the memory, and DIR/meta.json with the shapes and the true W and b. "
         "`jaxlinear train/compare --data DIR` then train from it chunk by chunk.",
     )
     make.add_argument("dir", metavar="DIR", help="the directory to create")
@@ -43,7 +45,11 @@ def add_make_data_parser(commands) -> None:
     make.add_argument("--features", type=int, required=True, help="input columns")
     make.add_argument("--targets", type=int, default=1, help="output columns (default: 1)")
     make.add_argument(
-        "--format", choices=("npy",), default="npy", help="chunk file format (default: npy)"
+        "--format",
+        choices=("npy", "parquet"),
+        default="npy",
+        help="chunk file format: npy (memory-mapped when read) or parquet (read with pyarrow); "
+        "the same values for a seed (default: npy)",
     )
     make.add_argument("--seed", type=int, default=0, help="(default: 0)")
     make.add_argument("--noise", type=float, default=0.1, help="noise scale (default: 0.1)")
@@ -70,6 +76,7 @@ def run_make_data(args: argparse.Namespace) -> int:
             noise=args.noise,
             chunk_rows=args.chunk_rows,
             overwrite=args.overwrite,
+            file_format=args.format,
         )
         with progress_bar(quiet=args.quiet) as bar:
             task = None if bar is None else bar.add_task("chunks", total=None)
@@ -86,6 +93,7 @@ def run_make_data(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 noise=args.noise,
                 chunk_rows=args.chunk_rows,
+                file_format=args.format,
                 overwrite=args.overwrite,
                 on_chunk=on_chunk,
             )
@@ -95,7 +103,7 @@ def run_make_data(args: argparse.Namespace) -> int:
     gib = args.rows * (args.features + args.targets) * 4 / 2**30
     print(
         f"wrote {args.rows} rows x {args.features} features -> {args.targets} targets "
-        f"({gib:.3g} GiB of float32) to {folder}",
+        f"({gib:.3g} GiB of float32, {args.format}) to {folder}",
         file=sys.stderr,
     )
     return 0

@@ -1,13 +1,16 @@
 """Data larger than memory: a directory of chunks, written and trained on chunk by chunk.
 
 `make_data(folder, rows=..., features=...)` writes a synthetic linear data set of any size as
-`.npy` chunks (each filled through `numpy.lib.format.open_memmap`, so at most one chunk is in
-memory), with `meta.json` beside them: the shapes, names, chunk sizes and the true weights.
+chunks, `.npy` (each filled through `numpy.lib.format.open_memmap`) or Parquet
+(`file_format="parquet"`, written with pyarrow one row group at a time, see `_parquet`), so
+at most one slice of 8192 rows is in memory, with `meta.json` beside them: the shapes, names,
+chunk sizes and the true weights. Both formats hold the same float32 values for a seed.
 
-`DataDir.open(folder)` reads it back memory-mapped. `statistics(data, test_fraction)` makes ONE
-pass over every chunk and returns the training split's `Scaling`, and float64 `Moments` of the
-training and test rows, from which the exact solution and every figure `compare` reports
-(train and test MSE, test R², the training objective) follow with no further pass.
+`DataDir.open(folder)` checks it and reads it back one chunk at a time (`.npy` memory-mapped,
+Parquet with pyarrow). `statistics(data, test_fraction)` makes ONE pass over every chunk and
+returns the training split's `Scaling`, and float64 `Moments` of the training and test rows,
+from which the exact solution and every figure `compare` reports (train and test MSE, test
+R², the training objective) follow with no further pass.
 
 `fit_stream(library, model, data, stats, config)` trains with the same compiled step as
 `training.fit` (`training.runner`), fed one chunk at a time; the next chunk is read and
@@ -55,6 +58,8 @@ FORMAT = "jaxlinear-data"
 VERSION = 1
 META = "meta.json"
 DEFAULT_CHUNK_ROWS = 65536
+FILE_FORMATS = ("npy", "parquet")
+SLICE_ROWS = 8192  # rows generated at once: float64 temporaries of a few MiB whatever the chunk
 MAX_FEATURES = 4096  # a Gram matrix of 4096^2 float64 is 128 MiB: the statistics stay small
 
 
@@ -75,6 +80,7 @@ def make_data(
     seed: int = 0,
     noise: float = 0.1,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    file_format: str = "npy",
     overwrite: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> Path:
@@ -83,13 +89,16 @@ def make_data(
     Features have per-column means and scales of their own (so standardising matters);
     `W: [features, targets]`, `b: [targets]` are saved in `meta.json` (`true_weight`,
     `true_bias`). Chunk `i` is `x-0000i.npy: [rows_i, features]` and `y-0000i.npy:
-    [rows_i, targets]`, float32; every chunk has `chunk_rows` rows but the last.
+    [rows_i, targets]`, float32, or with `file_format="parquet"` one file
+    `chunk-0000i.parquet` of float32 columns `x0..` then `y0..` (`[rows_i]` each); every chunk
+    has `chunk_rows` rows but the last. The values depend on `seed` only, not on the format.
 
     The directory is written under a temporary name beside `folder` and renamed into place
     when complete: an interrupted run leaves no half-written data set under `folder`.
 
     Raises:
-      ConfigError: a bad count (`rows`, `features`, `targets`, `chunk_rows`) or `noise`.
+      ConfigError: a bad count (`rows`, `features`, `targets`, `chunk_rows`), `noise` or
+        `file_format`.
       DataError: `folder` exists (and `overwrite` is False, or it is not a data directory).
     """
     folder = check_make_data(
@@ -99,6 +108,7 @@ def make_data(
         targets=targets,
         noise=noise,
         chunk_rows=chunk_rows,
+        file_format=file_format,
         overwrite=overwrite,
     )
     rng = generator(seed, "stream_data")
@@ -110,41 +120,57 @@ def make_data(
     temporary = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
+    feature_names = [f"x{i}" for i in range(features)]
+    target_names = [f"y{i}" for i in range(targets)]
     try:
         chunks = []
         for index, count in enumerate(counts):
-            chunk_rng = generator(seed, "stream_data", index)
-            names = (f"x-{index:05d}.npy", f"y-{index:05d}.npy")
-            x = np.lib.format.open_memmap(temporary / names[0], "w+", np.float32, (count, features))
-            y = np.lib.format.open_memmap(temporary / names[1], "w+", np.float32, (count, targets))
-            # Rows in slices of 8192: the float64 temporaries stay a few MiB whatever the chunk.
-            for first in range(0, count, 8192):
-                last = min(first + 8192, count)
-                values = chunk_rng.standard_normal((last - first, features)) * x_scale + x_mean
-                x[first:last] = values
-                y[first:last] = (
-                    values @ true_weight
-                    + true_bias
-                    + noise * chunk_rng.standard_normal((last - first, targets))
+            slices = _chunk_slices(
+                generator(seed, "stream_data", index),
+                count,
+                x_mean=x_mean,
+                x_scale=x_scale,
+                weight=true_weight,
+                bias=true_bias,
+                noise=noise,
+            )
+            if file_format == "parquet":
+                from jaxlinear import _parquet  # pyarrow only when a Parquet directory is wanted
+
+                name = f"chunk-{index:05d}.parquet"
+                _parquet.write_chunk(temporary / name, feature_names + target_names, slices)
+                chunks.append({"file": name, "rows": count})
+            else:
+                names = (f"x-{index:05d}.npy", f"y-{index:05d}.npy")
+                x = np.lib.format.open_memmap(
+                    temporary / names[0], "w+", np.float32, (count, features)
                 )
-            x.flush()
-            y.flush()
-            del x, y
-            chunks.append({"x": names[0], "y": names[1], "rows": count})
+                y = np.lib.format.open_memmap(
+                    temporary / names[1], "w+", np.float32, (count, targets)
+                )
+                first = 0
+                for x_slice, y_slice in slices:
+                    x[first : first + len(x_slice)] = x_slice
+                    y[first : first + len(y_slice)] = y_slice
+                    first += len(x_slice)
+                x.flush()
+                y.flush()
+                del x, y
+                chunks.append({"x": names[0], "y": names[1], "rows": count})
             if on_chunk is not None:
                 on_chunk(index + 1, len(counts))
         meta = {
             "format": FORMAT,
             "version": VERSION,
-            "file_format": "npy",
+            "file_format": file_format,
             "dtype": "float32",
             "rows": rows,
             "features": features,
             "targets": targets,
             "chunk_rows": chunk_rows,
             "chunks": chunks,
-            "feature_names": [f"x{i}" for i in range(features)],
-            "target_names": [f"y{i}" for i in range(targets)],
+            "feature_names": feature_names,
+            "target_names": target_names,
             "seed": seed,
             "noise": noise,
             "true_weight": true_weight.tolist(),
@@ -164,8 +190,28 @@ def make_data(
     return folder
 
 
-def check_make_data(folder, *, rows, features, targets, noise, chunk_rows, overwrite: bool) -> Path:
+def _chunk_slices(
+    rng: np.random.Generator, rows: int, *, x_mean, x_scale, weight, bias, noise: float
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One chunk's `rows` rows as float32 `(x [n, features], y [n, targets])` slices of at
+    most SLICE_ROWS rows, drawn from `rng`. Both formats write these very slices, so a seed
+    gives the same float32 values in either."""
+    features, targets = weight.shape
+    for first in range(0, rows, SLICE_ROWS):
+        n = min(SLICE_ROWS, rows - first)
+        x = rng.standard_normal((n, features)) * x_scale + x_mean
+        y = x @ weight + bias + noise * rng.standard_normal((n, targets))
+        yield x.astype(np.float32), y.astype(np.float32)
+
+
+def check_make_data(
+    folder, *, rows, features, targets, noise, chunk_rows, overwrite: bool, file_format="npy"
+) -> Path:
     """The checks `make_data` runs before writing anything (see there); returns the `Path`."""
+    if file_format not in FILE_FORMATS:
+        raise ConfigError(
+            "file_format", f"must be one of {', '.join(FILE_FORMATS)}, got {file_format!r}"
+        )
     _check_count("rows", rows, 1)
     _check_count("features", features, 1, MAX_FEATURES)
     _check_count("targets", targets, 1, MAX_FEATURES)
@@ -197,16 +243,19 @@ def _is_data_dir(folder: Path) -> bool:
 class DataDir:
     """A data directory written by `make_data`, checked.
 
-    Holds no data: each chunk is memory-mapped when it is read (`raw_chunk`), copied, and
-    unmapped again, so the pages read stay in the page cache and never count in this
-    process's resident memory (a mapping kept open would: its RSS would grow with the data).
+    Holds no data: each chunk is read when asked for (`raw_chunk`) and copied. A `.npy`
+    chunk is memory-mapped, copied, and unmapped again, so the pages read stay in the page
+    cache and never count in this process's resident memory (a mapping kept open would: its
+    RSS would grow with the data); a Parquet chunk is read with pyarrow one row group at a
+    time, each copied out and its buffers released.
 
     Attributes:
       path: the directory.
       meta: its `meta.json`.
-      x_files, y_files: per chunk, the `.npy` files of `[rows_i, features]` and
-        `[rows_i, targets]` float32.
+      x_files, y_files: per chunk, the files holding its `[rows_i, features]` and
+        `[rows_i, targets]` float32: two `.npy` files, or the same Parquet file twice.
       chunk_rows: per chunk, its number of rows.
+      file_format: `"npy"` or `"parquet"`.
     """
 
     path: Path
@@ -214,13 +263,17 @@ class DataDir:
     x_files: tuple[Path, ...]
     y_files: tuple[Path, ...]
     chunk_rows: tuple[int, ...]
+    file_format: str = "npy"
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> DataDir:
-        """Opens and checks `folder`: every chunk's file, shape and dtype against `meta.json`.
+        """Opens and checks `folder`: every chunk's file, shape and dtype against `meta.json`
+        (for Parquet: each file's footer, its column names, their types and its row count;
+        no data is read).
 
         Raises:
-          DataError: not a data directory, or a chunk missing, truncated or of the wrong shape.
+          DataError: not a data directory, or a chunk missing, truncated or of the wrong shape
+            (columns, dtype or rows).
         """
         folder = Path(folder)
         if not folder.is_dir():
@@ -230,20 +283,40 @@ class DataDir:
             if meta.get("format") != FORMAT:
                 raise ValueError
             features, targets = int(meta["features"]), int(meta["targets"])
-            chunks = [(c["x"], c["y"], int(c["rows"])) for c in meta["chunks"]]
+            if meta.get("file_format") == "parquet":
+                chunks = [(c["file"], c["file"], int(c["rows"])) for c in meta["chunks"]]
+                names = [*map(str, meta["feature_names"]), *map(str, meta["target_names"])]
+            else:
+                chunks = [(c["x"], c["y"], int(c["rows"])) for c in meta["chunks"]]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise DataError(
                 f"--data {folder} is a folder, not a CSV file or a jaxlinear data directory "
                 f"(no valid {META}); write one with `jaxlinear make-data DIR --rows N "
                 "--features D`"
             ) from None
-        if meta.get("version") != VERSION or meta.get("file_format") != "npy":
+        file_format = meta.get("file_format")
+        if meta.get("version") != VERSION or file_format not in FILE_FORMATS:
             raise DataError(
-                f"{folder / META} is version {meta.get('version')} format "
-                f"{meta.get('file_format')}; this jaxlinear reads version {VERSION} npy"
+                f"{folder / META} is version {meta.get('version')} format {file_format}; this "
+                f"jaxlinear reads version {VERSION} {' or '.join(FILE_FORMATS)}"
             )
         if not chunks:
             raise DataError(f"{folder / META} lists no chunks: write the directory again")
+        if file_format == "parquet":
+            from jaxlinear import _parquet  # pyarrow only for a Parquet directory
+
+            if len(names) != features + targets:
+                raise DataError(
+                    f"{folder / META} names {len(names)} columns for {features} features and "
+                    f"{targets} targets; write the directory again"
+                )
+            files = []
+            for name, _, rows in chunks:
+                path = folder / Path(name).name  # never a path outside the directory
+                _parquet.check_chunk(path, names, rows)  # the footer only
+                files.append(path)
+            rows = tuple(chunk[2] for chunk in chunks)
+            return cls(folder, meta, tuple(files), tuple(files), rows, file_format)
         xs, ys = [], []
         for x_name, y_name, rows in chunks:
             for name, width, into in ((x_name, features, xs), (y_name, targets, ys)):
@@ -286,12 +359,22 @@ class DataDir:
         checked finite unless `check` is False (training: `statistics` checked every chunk,
         and a NaN slipping in later still stops training as `TrainingDiverged`)."""
         rows = self.chunk_rows[index]
+        if self.file_format == "parquet":
+            from jaxlinear import _parquet
+
+            names = [*self.meta["feature_names"], *self.meta["target_names"]]
+            x, y = _parquet.read_chunk(self.x_files[index], names, rows, self.in_features)
+            read = ((self.x_files[index], x), (self.y_files[index], y))
+        else:
+            read = [
+                (path, np.array(_mapped(path, (rows, width))))  # a copy; the map is closed
+                for path, width in (
+                    (self.x_files[index], self.in_features),
+                    (self.y_files[index], self.out_features),
+                )
+            ]
         arrays = []
-        for path, width in (
-            (self.x_files[index], self.in_features),
-            (self.y_files[index], self.out_features),
-        ):
-            values = np.array(_mapped(path, (rows, width)))  # a copy; the map is closed
+        for path, values in read:
             if check and not np.isfinite(values).all():
                 raise DataError(
                     f"chunk {path.name} in {self.path} has NaN or infinite values; write the "

@@ -4,14 +4,20 @@ streamed epoch's time next to an in-memory epoch and to the page-cache read boun
     python -m jaxlinear.bench.stream DIR [DIR ...] [--library nnx] [--batch-size 4096]
         [--in-memory DIR]
 
+Each DIR may be `.npy` or Parquet (`make-data --format`); directories holding the same data
+in both formats (the same seed, shapes and chunk size) are also compared side by side.
+
 Every measurement runs in a fresh child process, so each peak resident set (`VmHWM` from
 /proc/self/status) is that of one job alone:
 
 - `stream`: `jaxlinear compare --libraries L --data DIR --epochs 2` (the command itself,
   statistics pass included); its epoch times from `--json`'s `epoch_seconds` (the first
   also compiles; the second is the steady one);
-- `read`: every chunk of DIR read into memory twice (memory-mapped, copied, unmapped, as
-  training reads them), the second pass timed: the page-cache read bound of one epoch;
+- `read`: every chunk of DIR read into memory twice as training reads them (`.npy`:
+  memory-mapped, copied, unmapped; Parquet: read with pyarrow, one row group at a time,
+  copied out), the second pass timed: the page-cache read bound of one epoch; then every
+  file's bytes read twice into one reused buffer, the second pass timed: what the bytes on
+  disk cost without decoding (for Parquet, the rest of `read` is pyarrow's decoding);
 - `in-memory` (only for `--in-memory DIR`): all training rows of DIR loaded and standardised
   in memory, then `training.fit` for 3 epochs; its steady time per epoch is `ms_per_step`
   times the steps of an epoch.
@@ -61,7 +67,29 @@ def _child_read(folder: str) -> dict:
         began = time.perf_counter()
         size = sum(sum(a.nbytes for a in data.raw_chunk(i)) for i in range(data.chunks))
         seconds.append(time.perf_counter() - began)
-    return {"bytes": size, "read_seconds": seconds, "peak_mib": _peak_mib()}
+    peak = _peak_mib()  # before the byte reads' buffer
+    files = sorted({*data.x_files, *data.y_files})
+    buffer = bytearray(max(path.stat().st_size for path in files))
+    file_seconds = []
+    for _ in range(2):
+        began = time.perf_counter()
+        for path in files:
+            with open(path, "rb", buffering=0) as file:
+                file.readinto(buffer)
+        file_seconds.append(time.perf_counter() - began)
+    return {
+        "format": data.file_format,
+        "bytes": size,
+        "file_bytes": sum(path.stat().st_size for path in files),
+        "read_seconds": seconds,
+        "file_seconds": file_seconds,
+        "peak_mib": peak,
+        "data": {key: data.meta[key] for key in _SAME_DATA},
+    }
+
+
+# What makes two directories hold the same data (whatever their file format).
+_SAME_DATA = ("rows", "features", "targets", "chunk_rows", "seed", "noise")
 
 
 def _child_in_memory(folder: str, library: str, batch_size: int) -> dict:
@@ -122,12 +150,14 @@ def main(argv=None) -> int:
         gib = read["bytes"] / 2**30
         rows.append({"dir": folder, "gib": gib, "read": read, "stream": stream})
         print(
-            f"{folder}: {gib:.2f} GiB on disk | streamed train (2 epochs, command): peak RSS "
-            f"{stream['peak_mib']:.0f} MiB, epochs {stream['epoch_seconds'][0]:.2f} s (with "
-            f"compilation) and {stream['epoch_seconds'][1]:.2f} s, command "
-            f"{stream['command_seconds']:.1f} s | page-cache read of all chunks "
-            f"{read['read_seconds'][1]:.2f} s ({gib / read['read_seconds'][1]:.2f} GiB/s), "
-            f"reader peak RSS {read['peak_mib']:.0f} MiB",
+            f"{folder}: {read['format']}, {gib:.2f} GiB of float32 "
+            f"({read['file_bytes'] / 2**30:.2f} GiB of files) | streamed train (2 epochs, "
+            f"command): peak RSS {stream['peak_mib']:.0f} MiB, epochs "
+            f"{stream['epoch_seconds'][0]:.2f} s (with compilation) and "
+            f"{stream['epoch_seconds'][1]:.2f} s, command {stream['command_seconds']:.1f} s | "
+            f"page-cache read of all chunks {read['read_seconds'][1]:.2f} s "
+            f"({gib / read['read_seconds'][1]:.2f} GiB/s), reader peak RSS "
+            f"{read['peak_mib']:.0f} MiB | files' bytes alone {read['file_seconds'][1]:.2f} s",
             flush=True,
         )
     if args.in_memory:
@@ -138,12 +168,28 @@ def main(argv=None) -> int:
             f"({memory['ms_per_step']:.3f} ms/step)",
             flush=True,
         )
-    if len(rows) >= 2:
-        peaks = [row["stream"]["peak_mib"] for row in rows]
-        print(
-            f"streamed peak RSS, largest over smallest data: {max(peaks) / min(peaks):.3f} "
-            f"(data {rows[-1]['gib'] / rows[0]['gib']:.1f}x larger)"
+    for file_format in ("npy", "parquet"):
+        same = sorted(
+            (r for r in rows if r["read"]["format"] == file_format), key=lambda row: row["gib"]
         )
+        if len(same) >= 2:
+            peaks = [row["stream"]["peak_mib"] for row in same]
+            print(
+                f"{file_format}: streamed peak RSS, largest over smallest data: "
+                f"{max(peaks) / min(peaks):.3f} (data {same[-1]['gib'] / same[0]['gib']:.1f}x "
+                "larger)"
+            )
+    for npy in (r for r in rows if r["read"]["format"] == "npy"):
+        for parquet in (r for r in rows if r["read"]["format"] == "parquet"):
+            if npy["read"]["data"] == parquet["read"]["data"]:
+                a, b = npy["stream"]["epoch_seconds"][1], parquet["stream"]["epoch_seconds"][1]
+                c, d = npy["read"]["read_seconds"][1], parquet["read"]["read_seconds"][1]
+                print(
+                    f"same data ({npy['gib']:.2f} GiB), parquet {parquet['dir']} over npy "
+                    f"{npy['dir']}: steady epoch {b:.2f} s / {a:.2f} s = {b / a:.2f}x, read of "
+                    f"all chunks {d:.2f} s / {c:.2f} s = {d / c:.2f}x, peak RSS "
+                    f"{parquet['stream']['peak_mib']:.0f} / {npy['stream']['peak_mib']:.0f} MiB"
+                )
     return 0
 
 
