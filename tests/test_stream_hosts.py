@@ -60,6 +60,15 @@ def test_two_processes_stream_to_the_weights_of_one_reading_only_their_blocks(tm
     # every training row once per epoch.
     read = figures["dataset"]["training_rows_read_per_process"]
     per_epoch = TRAIN_CHUNKS * epochs
+    # The statistics pass: chunks 0 and 2 read by process 0, 1 and 3 (669 rows) by process
+    # 1, and their float64 sums gathered bit for bit: the same exact figures as one process.
+    assert figures["dataset"]["statistics_rows_read_per_process"] == [777 * 2, 777 + 669]
+    single_figures = json.loads((tmp_path / "one.json").read_text())
+    assert figures["exact"] == single_figures["exact"]
+    assert (
+        figures["weights_original_scale"]["exact"]
+        == single_figures["weights_original_scale"]["exact"]
+    )
     for library in LIBRARIES:
         assert read[library] == [389 * per_epoch, 388 * per_epoch], library
         assert sum(read[library]) == figures["dataset"]["n_train"] * epochs
@@ -88,6 +97,26 @@ def test_two_processes_stream_parquet_whole_chunks_save_and_resume(tmp_path):
     assert _close(two, one) < RTOL
     read = json.loads((tmp_path / "two.json").read_text())["dataset"]
     assert read["training_rows_read_per_process"]["nnx"] == [389 * 3 * 2, 388 * 3 * 2]
+
+
+@pytest.mark.slow
+def test_a_chunk_one_process_cannot_read_stops_both_with_one_line(tmp_path):
+    data = _data(tmp_path, "npy")
+    damaged = np.load(data / "x-00001.npy", mmap_mode="r+")  # read by process 1 alone
+    damaged[5, 2] = np.nan
+    damaged.flush()
+    del damaged
+    args = ["compare", "--data", data, "--libraries", "nnx", "--epochs", 1, "--quiet"]
+    both = _two_processes(args, tmp_path / "run")
+    assert [result.returncode for result in both] == [2, 2]
+    assert both[1].stderr.splitlines() == [
+        f"jaxlinear: error: chunk x-00001.npy in {data} has NaN or infinite values; write the "
+        "directory again"
+    ]
+    assert both[0].stderr.splitlines() == [
+        f"jaxlinear: error: chunk 1 of {data} could not be read by process 1 (its own error "
+        "says why); write the directory again"
+    ]
 
 
 @pytest.mark.parametrize("file_format", ["npy", "parquet"])

@@ -214,6 +214,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
             data,
             args.test_fraction,
             on_chunk=None if bar is None else lambda done, _: bar.update(task, completed=done),
+            shared=cluster is not None,  # several processes: each reads its share of chunks
         )
     fit_options = {} if checkpoints is None else checkpoints.fit_options(stats)
     enable_compilation_cache()
@@ -277,7 +278,8 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
         "chunks": data.chunks,
         "test_chunks": data.chunks - len(stats.train_chunks),
     }
-    if cluster is not None:  # what each process read for training: the proof of the shares
+    if cluster is not None:  # what each process read: the proof of the shares
+        summary["statistics_rows_read_per_process"] = _per_process(stats.rows_read)
         summary["training_rows_read_per_process"] = {
             name: _per_process(count) for name, count in rows_read.items()
         }

@@ -427,6 +427,7 @@ class Statistics:
     train: Moments
     test: Moments
     train_chunks: tuple[int, ...]
+    rows_read: int = 0  # rows this process read for them (its share, when shared)
 
     @property
     def n_train(self) -> int:
@@ -472,17 +473,33 @@ class Statistics:
 
 
 def statistics(
-    data: DataDir, test_fraction: float, *, on_chunk: Callable[[int, int], None] | None = None
+    data: DataDir,
+    test_fraction: float,
+    *,
+    on_chunk: Callable[[int, int], None] | None = None,
+    shared: bool = False,
 ) -> Statistics:
-    """One pass over every chunk: the training split's scaling and both splits' moments."""
+    """One pass over every chunk: the training split's scaling and both splits' moments.
+
+    With `shared` in a multi-process run (`jax.distributed`), the pass is shared: chunk `i`
+    is read by process `i % processes` alone (`_shared_moments`), and every process ends with
+    the very same `Statistics`, bit for bit those of one process reading every chunk. Every
+    process must call it (it gathers).
+    """
     n_test = data.test_chunks(test_fraction)
     train_ids = tuple(range(data.chunks - n_test))
     train = Moments(data.in_features, data.out_features)
     test = Moments(data.in_features, data.out_features)
-    for index in range(data.chunks):
-        (train if index in train_ids else test).add(*data.raw_chunk(index))
-        if on_chunk is not None:
-            on_chunk(index + 1, data.chunks)
+    rows_read = 0
+    if shared and _process_count() > 1:
+        rows_read = _shared_moments(data, train_ids, train, test, on_chunk)
+    else:
+        for index in range(data.chunks):
+            x, y = data.raw_chunk(index)
+            (train if index in train_ids else test).add(x, y)
+            rows_read += len(x)
+            if on_chunk is not None:
+                on_chunk(index + 1, data.chunks)
     x_scale = _scale(train.cov_xx.diagonal(), train.x_mean)
     y_scale = _scale(train.var_y, train.y_mean)
     scaling = Scaling(
@@ -493,7 +510,121 @@ def statistics(
         tuple(data.meta["feature_names"]),
         tuple(data.meta["target_names"]),
     )
-    return Statistics(scaling, train, test, train_ids)
+    return Statistics(scaling, train, test, train_ids, rows_read)
+
+
+def _process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def _gather_float64(values: np.ndarray) -> np.ndarray:
+    """`values: [m]` float64 of every process, `[processes, m]`, bit for bit: sent as
+    uint32 halves (jax without x64 would round float64 to float32; a gather adds nothing)."""
+    from jax.experimental import multihost_utils
+
+    halves = np.ascontiguousarray(values, np.float64).view(np.uint32)
+    gathered = np.asarray(multihost_utils.process_allgather(halves)).astype(np.uint32)
+    return np.ascontiguousarray(gathered).view(np.float64)
+
+
+_NO_CHUNK, _READ, _FAILED = 0.0, 1.0, 2.0  # what a process sends first for a chunk
+
+
+def _check_gathered(statuses, chunks: list[int], data: DataDir, error) -> None:
+    """Raises, in every process, if any process failed to read its chunk: its own
+    `DataError` in that process, a line naming the chunk and the process in the others."""
+    for process, (status, chunk) in enumerate(zip(statuses, chunks, strict=True)):
+        if status == _FAILED:
+            if error is not None:
+                raise error
+            raise DataError(
+                f"chunk {chunk} of {data.path} could not be read by process {process} (its "
+                "own error says why); write the directory again"
+            )
+
+
+def _shared_moments(data: DataDir, train_ids, train: Moments, test: Moments, on_chunk) -> int:
+    """Fills `train` and `test` as `statistics` does on one process, each chunk read by one
+    process; returns the rows this process read.
+
+    First the owners of each split's first chunk send its float64 column means (the shift
+    `Moments.add` takes from a first chunk); then, in rounds of one chunk a process, each
+    process sends its chunk's float64 sums about that shift (`Moments.sums`), and every
+    process adds all of them in chunk order (`Moments.add_sums`): the same additions in the
+    same order as one process makes, hence the same bits. Sent bit for bit (`_gather_float64`),
+    never through float32. A round holds `processes` chunks' sums (`in^2` float64 each).
+    """
+    import jax
+
+    processes, me = jax.process_count(), jax.process_index()
+    features, targets = data.in_features, data.out_features
+    firsts = [(train, train_ids[0])]
+    if len(train_ids) < data.chunks:
+        firsts.append((test, len(train_ids)))
+    held, rows_read, error = {}, 0, None  # a split's first chunk, kept for its round
+
+    def read(chunk: int):
+        nonlocal rows_read, error
+        if chunk in held:
+            return held.pop(chunk)
+        try:
+            x, y = data.raw_chunk(chunk)
+        except DataError as failed:
+            error = failed
+            return None
+        rows_read += len(x)
+        return x, y
+
+    payload = []
+    for _, first in firsts:
+        status, shift = _NO_CHUNK, np.zeros(features + targets)
+        if first % processes == me:
+            chunk = read(first)
+            status = _FAILED if chunk is None else _READ
+            if chunk is not None:
+                held[first] = chunk
+                shift = np.concatenate(Moments.chunk_shift(*chunk))
+        payload.append(np.concatenate([[status], shift]))
+    gathered = _gather_float64(np.concatenate(payload))
+    for split, (moments, first) in enumerate(firsts):
+        row = gathered[first % processes, split * (1 + features + targets) :]
+        _check_gathered([row[0]], [first], data, error)
+        moments.set_shift(row[1 : 1 + features], row[1 + features : 1 + features + targets])
+
+    width = 2 + features + targets + features * features + features * targets + targets
+    for round_start in range(0, data.chunks, processes):
+        chunk = round_start + me
+        message = np.zeros(width)
+        if chunk < data.chunks:
+            values = read(chunk)
+            message[0] = _FAILED if values is None else _READ
+            if values is not None:
+                moments = train if chunk in train_ids else test
+                n, *sums = moments.sums(*values)
+                message[1:] = np.concatenate([[n], *(np.ravel(part) for part in sums)])
+        gathered = _gather_float64(message)
+        chunks = [round_start + process for process in range(processes)]
+        _check_gathered(gathered[:, 0], chunks, data, error)
+        for process, row in enumerate(gathered):
+            if chunks[process] >= data.chunks:
+                continue
+            bounds = np.cumsum([2, features, targets, features * features, features * targets])
+            sx, sy, sxx, sxy, syy = np.split(row, bounds)[1:]
+            (train if chunks[process] in train_ids else test).add_sums(
+                (
+                    int(row[1]),
+                    sx,
+                    sy,
+                    sxx.reshape(features, features),
+                    sxy.reshape(features, targets),
+                    syy,
+                )
+            )
+        if on_chunk is not None:
+            on_chunk(min(round_start + processes, data.chunks), data.chunks)
+    return rows_read
 
 
 def _scale(variance: np.ndarray, mean: np.ndarray) -> np.ndarray:
