@@ -17,8 +17,8 @@ R², the training objective) follow with no further pass.
 standardised on a background thread while the current one trains. With `mesh=` it trains
 data-parallel over several devices, each chunk's rows split over them (`place_chunk`), as
 `training.fit(..., mesh=)` does in memory; over several processes (`jax.distributed`) each
-process reads from disk only the block of each chunk its devices hold (`chunk_block`), while
-`statistics` (one pass, before training) reads every chunk in every process.
+process reads from disk only the block of each chunk its devices hold (`chunk_block`), and
+`statistics(..., shared=True)` reads each chunk in one process and gathers the float64 sums.
 
 The split: the LAST `round(test_fraction * chunks)` chunks are the test set (at least one when
 `test_fraction > 0` and there are two chunks or more; none for a one-chunk directory). Rows
