@@ -179,6 +179,9 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     cli._check_libraries(libraries)
     _refuse_unsupported(args)
     cluster = cli._join_cluster(args)  # before anything else touches jax
+    primary = cluster is None or cluster.process_id == 0
+    if not primary:  # process 0 alone prints and writes; checkpoints are saved together
+        args.quiet = True
     plan = cli._save_plan(args) if args.command == "train" else None
     outputs = cli._check_outputs(args, plan.root if plan is not None else None)
     for kind, flag in (("json", "--json"), ("save", "--save")):
@@ -198,9 +201,6 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     # Every local device unless --devices says otherwise; in a multi-process run, every
     # device of every process, each process reading only its block of each chunk.
     mesh = cli._data_mesh(args.devices) if cluster is None else cli._cluster_mesh(args, cluster)
-    primary = cluster is None or cluster.process_id == 0
-    if not primary:  # process 0 alone prints and writes; checkpoints are saved together
-        args.quiet = True
     devices = 1 if mesh is None else mesh.devices.size
     if mesh is not None:
         train_chunks = tuple(range(data.chunks - data.test_chunks(args.test_fraction)))
