@@ -266,9 +266,6 @@ def test_cli_make_data_then_compare_from_the_directory(capsys, tmp_path):
     assert len(figures["epoch_seconds"]["nnx"]) == 30
 
 
-TWO_PROCESSES = ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "0"]
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -278,10 +275,6 @@ TWO_PROCESSES = ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--proc
         (["compare", "--data", "{tmp}"], "not a CSV file or a jaxlinear data directory"),
         (["compare", "--data", "{data}", "--report", "{tmp}/r.html"], "--report not supported"),
         (["compare", "--data", "{data}", "--target", "y0"], "targets of a data directory"),
-        (
-            ["compare", "--data", "{data}", *TWO_PROCESSES],
-            "several processes (--num-processes) not supported with a data directory",
-        ),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_2(capsys, tmp_path, folder, argv, message):

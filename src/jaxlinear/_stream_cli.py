@@ -178,6 +178,10 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     config = cli._config_from(args)
     cli._check_libraries(libraries)
     _refuse_unsupported(args)
+    cluster = cli._join_cluster(args)  # before anything else touches jax
+    primary = cluster is None or cluster.process_id == 0
+    if not primary:  # process 0 alone prints and writes; checkpoints are saved together
+        args.quiet = True
     plan = cli._save_plan(args) if args.command == "train" else None
     outputs = cli._check_outputs(args, plan.root if plan is not None else None)
     for kind, flag in (("json", "--json"), ("save", "--save")):
@@ -194,19 +198,23 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     from jaxlinear._registry import get_library
     from jaxlinear._weights import initial_weights
 
-    mesh = cli._data_mesh(args.devices)  # every local device unless --devices says otherwise
+    # Every local device unless --devices says otherwise; in a multi-process run, every
+    # device of every process, each process reading only its block of each chunk.
+    mesh = cli._data_mesh(args.devices) if cluster is None else cli._cluster_mesh(args, cluster)
     devices = 1 if mesh is None else mesh.devices.size
     if mesh is not None:
         train_chunks = tuple(range(data.chunks - data.test_chunks(args.test_fraction)))
         check_batch_split(data.chunk_rows, train_chunks, config.batch_size, devices)
         if not args.quiet:
-            print(f"data-parallel over {devices} devices (--devices)", file=sys.stderr)
+            where = "--devices" if cluster is None else f"{cluster.num_processes} processes"
+            print(f"data-parallel over {devices} devices ({where})", file=sys.stderr)
     with progress_bar(quiet=args.quiet, label_width=12) as bar:
         task = None if bar is None else bar.add_task("statistics", total=data.chunks)
         stats = statistics(
             data,
             args.test_fraction,
             on_chunk=None if bar is None else lambda done, _: bar.update(task, completed=done),
+            shared=cluster is not None,  # several processes: each reads its share of chunks
         )
     fit_options = {} if checkpoints is None else checkpoints.fit_options(stats)
     enable_compilation_cache()
@@ -214,7 +222,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
     optimum = stats.objective(exact_weights, config.l2)
     exact = {**stats.evaluate(exact_weights), "train_loss": optimum}
     start = initial_weights(data.in_features, data.out_features, seed=config.seed)
-    runs, states = {}, {}
+    runs, states, rows_read = {}, {}, {}
     try:
         with progress_bar("loss {task.fields[loss]}", quiet=args.quiet, label_width=16) as bar:
             for name in libraries:
@@ -256,6 +264,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
                 }
                 runs[name] = _Run(metrics, weights, result.epoch_seconds)
                 states[name] = fit.state
+                rows_read[name] = result.rows_read
     except BaseException:
         if checkpoints is not None:
             checkpoints.folder.discard()  # a run folder made for nothing goes
@@ -269,9 +278,19 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
         "chunks": data.chunks,
         "test_chunks": data.chunks - len(stats.train_chunks),
     }
+    if cluster is not None:  # what each process read: the proof of the shares
+        summary["statistics_rows_read_per_process"] = _per_process(stats.rows_read)
+        summary["training_rows_read_per_process"] = {
+            name: _per_process(count) for name, count in rows_read.items()
+        }
     comparison = StreamedComparison(
         _Summary(summary), config, stats.scaling, exact_weights, exact, runs, devices
     )
+    if not primary:
+        if checkpoints is not None:  # orbax saves from every process together (`checkpoint.py`)
+            name = libraries[0]
+            checkpoints.stage(states[name], runs[name].metrics)
+        return 0
     text = None
     if outputs.get("json") is not None:
         text = json.dumps(comparison.to_json(), indent=2, allow_nan=False) + "\n"
@@ -313,14 +332,17 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
             "draws the data set, which it holds in memory; drop --report (--json writes the "
             "figures)"
         )
-    from jaxlinear._distributed import cluster_from
 
-    if cluster_from(args.coordinator, args.num_processes, args.process_id) is not None:
-        raise UsageError(
-            f"several processes (--num-processes) not supported with a data directory (--data "
-            f"{args.data}) yet: train it in one process, on every device of its host "
-            "(--devices)"
-        )
+
+def _per_process(count: int) -> list[int]:
+    """`count` of every process of a multi-process run, in process order (a collective:
+    every process calls it). Sent as two uint32 halves: jax without x64 has no int64."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    halves = np.array([count], np.uint64).view(np.uint32)
+    gathered = np.asarray(multihost_utils.process_allgather(halves))
+    return [int(value) for value in gathered.astype(np.uint32).view(np.uint64).reshape(-1)]
 
 
 def data_identity(data, test_fraction: float) -> dict:

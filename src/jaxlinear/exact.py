@@ -153,16 +153,37 @@ class Moments:
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         """Adds a chunk `x: [rows, in_features]`, `y: [rows, out_features]`."""
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         if self._shift_x is None:
-            self._shift_x, self._shift_y = x.mean(axis=0), y.mean(axis=0)
+            self.set_shift(*self.chunk_shift(x, y))
+        self.add_sums(self.sums(x, y))
+
+    @staticmethod
+    def chunk_shift(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The shift `add` takes from a first chunk: its float64 column means `[in]`, `[out]`."""
+        return np.asarray(x, np.float64).mean(axis=0), np.asarray(y, np.float64).mean(axis=0)
+
+    def set_shift(self, x_shift: np.ndarray, y_shift: np.ndarray) -> None:
+        """Sets the shift before any chunk is added (as `add` does from the first chunk), so
+        that sums made elsewhere about the same shift (`sums`) can be added (`add_sums`)."""
+        self._shift_x, self._shift_y = x_shift, y_shift
+
+    def sums(self, x: np.ndarray, y: np.ndarray) -> tuple:
+        """A chunk's float64 sums about the shift: `(rows, sx [in], sy [out], sxx [in, in],
+        sxy [in, out], syy [out])`, what `add` adds. `add_sums` of these, chunk by chunk in
+        the same order, gives bit for bit what `add` gives, wherever they were computed."""
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         xc, yc = x - self._shift_x, y - self._shift_y
-        self.n += len(x)
-        self._sx += xc.sum(axis=0)
-        self._sy += yc.sum(axis=0)
-        self._sxx += xc.T @ xc
-        self._sxy += xc.T @ yc
-        self._syy += np.sum(yc * yc, axis=0)
+        return len(x), xc.sum(axis=0), yc.sum(axis=0), xc.T @ xc, xc.T @ yc, np.sum(yc * yc, axis=0)
+
+    def add_sums(self, sums: tuple) -> None:
+        """Adds one chunk's `sums` (see there)."""
+        n, sx, sy, sxx, sxy, syy = sums
+        self.n += int(n)
+        self._sx += sx
+        self._sy += sy
+        self._sxx += sxx
+        self._sxy += sxy
+        self._syy += syy
 
     @property
     def x_mean(self) -> np.ndarray:

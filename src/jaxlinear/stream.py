@@ -15,8 +15,10 @@ R², the training objective) follow with no further pass.
 `fit_stream(library, model, data, stats, config)` trains with the same compiled step as
 `training.fit` (`training.runner`), fed one chunk at a time; the next chunk is read and
 standardised on a background thread while the current one trains. With `mesh=` it trains
-data-parallel over several devices of this process, each chunk's rows split over them
-(`place_chunk`), as `training.fit(..., mesh=)` does in memory.
+data-parallel over several devices, each chunk's rows split over them (`place_chunk`), as
+`training.fit(..., mesh=)` does in memory; over several processes (`jax.distributed`) each
+process reads from disk only the block of each chunk its devices hold (`chunk_block`), and
+`statistics(..., shared=True)` reads each chunk in one process and gathers the float64 sums.
 
 The split: the LAST `round(test_fraction * chunks)` chunks are the test set (at least one when
 `test_fraction > 0` and there are two chunks or more; none for a one-chunk directory). Rows
@@ -354,20 +356,30 @@ class DataDir:
             return 0
         return min(max(round(test_fraction * self.chunks), 1), self.chunks - 1)
 
-    def raw_chunk(self, index: int, *, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def raw_chunk(
+        self, index: int, *, check: bool = True, start: int = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Chunk `index` read into memory: `x [rows, features]`, `y [rows, targets]` float32,
         checked finite unless `check` is False (training: `statistics` checked every chunk,
-        and a NaN slipping in later still stops training as `TrainingDiverged`)."""
+        and a NaN slipping in later still stops training as `TrainingDiverged`).
+
+        With `start`/`stop`, only rows `start:stop` of the chunk are read from disk (`.npy`:
+        that slice of the memory map copied; Parquet: the row groups holding them): what a
+        process of a multi-process run trains on (`chunk_block`)."""
         rows = self.chunk_rows[index]
+        stop = rows if stop is None else stop
         if self.file_format == "parquet":
             from jaxlinear import _parquet
 
             names = [*self.meta["feature_names"], *self.meta["target_names"]]
-            x, y = _parquet.read_chunk(self.x_files[index], names, rows, self.in_features)
+            x, y = _parquet.read_rows(
+                self.x_files[index], names, rows, self.in_features, start, stop
+            )
             read = ((self.x_files[index], x), (self.y_files[index], y))
         else:
             read = [
-                (path, np.array(_mapped(path, (rows, width))))  # a copy; the map is closed
+                # A copy of the rows asked for; the pages of the others are never touched.
+                (path, np.array(_mapped(path, (rows, width))[start:stop]))
                 for path, width in (
                     (self.x_files[index], self.in_features),
                     (self.y_files[index], self.out_features),
@@ -415,6 +427,7 @@ class Statistics:
     train: Moments
     test: Moments
     train_chunks: tuple[int, ...]
+    rows_read: int = 0  # rows this process read for them (its share, when shared)
 
     @property
     def n_train(self) -> int:
@@ -460,17 +473,33 @@ class Statistics:
 
 
 def statistics(
-    data: DataDir, test_fraction: float, *, on_chunk: Callable[[int, int], None] | None = None
+    data: DataDir,
+    test_fraction: float,
+    *,
+    on_chunk: Callable[[int, int], None] | None = None,
+    shared: bool = False,
 ) -> Statistics:
-    """One pass over every chunk: the training split's scaling and both splits' moments."""
+    """One pass over every chunk: the training split's scaling and both splits' moments.
+
+    With `shared` in a multi-process run (`jax.distributed`), the pass is shared: chunk `i`
+    is read by process `i % processes` alone (`_shared_moments`), and every process ends with
+    the very same `Statistics`, bit for bit those of one process reading every chunk. Every
+    process must call it (it gathers).
+    """
     n_test = data.test_chunks(test_fraction)
     train_ids = tuple(range(data.chunks - n_test))
     train = Moments(data.in_features, data.out_features)
     test = Moments(data.in_features, data.out_features)
-    for index in range(data.chunks):
-        (train if index in train_ids else test).add(*data.raw_chunk(index))
-        if on_chunk is not None:
-            on_chunk(index + 1, data.chunks)
+    rows_read = 0
+    if shared and _process_count() > 1:
+        rows_read = _shared_moments(data, train_ids, train, test, on_chunk)
+    else:
+        for index in range(data.chunks):
+            x, y = data.raw_chunk(index)
+            (train if index in train_ids else test).add(x, y)
+            rows_read += len(x)
+            if on_chunk is not None:
+                on_chunk(index + 1, data.chunks)
     x_scale = _scale(train.cov_xx.diagonal(), train.x_mean)
     y_scale = _scale(train.var_y, train.y_mean)
     scaling = Scaling(
@@ -481,7 +510,121 @@ def statistics(
         tuple(data.meta["feature_names"]),
         tuple(data.meta["target_names"]),
     )
-    return Statistics(scaling, train, test, train_ids)
+    return Statistics(scaling, train, test, train_ids, rows_read)
+
+
+def _process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def _gather_float64(values: np.ndarray) -> np.ndarray:
+    """`values: [m]` float64 of every process, `[processes, m]`, bit for bit: sent as
+    uint32 halves (jax without x64 would round float64 to float32; a gather adds nothing)."""
+    from jax.experimental import multihost_utils
+
+    halves = np.ascontiguousarray(values, np.float64).view(np.uint32)
+    gathered = np.asarray(multihost_utils.process_allgather(halves)).astype(np.uint32)
+    return np.ascontiguousarray(gathered).view(np.float64)
+
+
+_NO_CHUNK, _READ, _FAILED = 0.0, 1.0, 2.0  # what a process sends first for a chunk
+
+
+def _check_gathered(statuses, chunks: list[int], data: DataDir, error) -> None:
+    """Raises, in every process, if any process failed to read its chunk: its own
+    `DataError` in that process, a line naming the chunk and the process in the others."""
+    for process, (status, chunk) in enumerate(zip(statuses, chunks, strict=True)):
+        if status == _FAILED:
+            if error is not None:
+                raise error
+            raise DataError(
+                f"chunk {chunk} of {data.path} could not be read by process {process} (its "
+                "own error says why); write the directory again"
+            )
+
+
+def _shared_moments(data: DataDir, train_ids, train: Moments, test: Moments, on_chunk) -> int:
+    """Fills `train` and `test` as `statistics` does on one process, each chunk read by one
+    process; returns the rows this process read.
+
+    First the owners of each split's first chunk send its float64 column means (the shift
+    `Moments.add` takes from a first chunk); then, in rounds of one chunk a process, each
+    process sends its chunk's float64 sums about that shift (`Moments.sums`), and every
+    process adds all of them in chunk order (`Moments.add_sums`): the same additions in the
+    same order as one process makes, hence the same bits. Sent bit for bit (`_gather_float64`),
+    never through float32. A round holds `processes` chunks' sums (`in^2` float64 each).
+    """
+    import jax
+
+    processes, me = jax.process_count(), jax.process_index()
+    features, targets = data.in_features, data.out_features
+    firsts = [(train, train_ids[0])]
+    if len(train_ids) < data.chunks:
+        firsts.append((test, len(train_ids)))
+    held, rows_read, error = {}, 0, None  # a split's first chunk, kept for its round
+
+    def read(chunk: int):
+        nonlocal rows_read, error
+        if chunk in held:
+            return held.pop(chunk)
+        try:
+            x, y = data.raw_chunk(chunk)
+        except DataError as failed:
+            error = failed
+            return None
+        rows_read += len(x)
+        return x, y
+
+    payload = []
+    for _, first in firsts:
+        status, shift = _NO_CHUNK, np.zeros(features + targets)
+        if first % processes == me:
+            chunk = read(first)
+            status = _FAILED if chunk is None else _READ
+            if chunk is not None:
+                held[first] = chunk
+                shift = np.concatenate(Moments.chunk_shift(*chunk))
+        payload.append(np.concatenate([[status], shift]))
+    gathered = _gather_float64(np.concatenate(payload))
+    for split, (moments, first) in enumerate(firsts):
+        row = gathered[first % processes, split * (1 + features + targets) :]
+        _check_gathered([row[0]], [first], data, error)
+        moments.set_shift(row[1 : 1 + features], row[1 + features : 1 + features + targets])
+
+    width = 2 + features + targets + features * features + features * targets + targets
+    for round_start in range(0, data.chunks, processes):
+        chunk = round_start + me
+        message = np.zeros(width)
+        if chunk < data.chunks:
+            values = read(chunk)
+            message[0] = _FAILED if values is None else _READ
+            if values is not None:
+                moments = train if chunk in train_ids else test
+                n, *sums = moments.sums(*values)
+                message[1:] = np.concatenate([[n], *(np.ravel(part) for part in sums)])
+        gathered = _gather_float64(message)
+        chunks = [round_start + process for process in range(processes)]
+        _check_gathered(gathered[:, 0], chunks, data, error)
+        for process, row in enumerate(gathered):
+            if chunks[process] >= data.chunks:
+                continue
+            bounds = np.cumsum([2, features, targets, features * features, features * targets])
+            sx, sy, sxx, sxy, syy = np.split(row, bounds)[1:]
+            (train if chunks[process] in train_ids else test).add_sums(
+                (
+                    int(row[1]),
+                    sx,
+                    sy,
+                    sxx.reshape(features, features),
+                    sxy.reshape(features, targets),
+                    syy,
+                )
+            )
+        if on_chunk is not None:
+            on_chunk(min(round_start + processes, data.chunks), data.chunks)
+    return rows_read
 
 
 def _scale(variance: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -613,13 +756,110 @@ def place_chunk(x: np.ndarray, y: np.ndarray, plan: ChunkPlan, mesh) -> tuple[An
     return rows, rest
 
 
+def chunk_block(rows: int, mesh) -> tuple[int, int, int]:
+    """`(start, stop, padded)`: the rows of a `rows`-row chunk this process places on a mesh
+    that spans several processes.
+
+    The chunk is padded to `padded` rows, the next multiple of the mesh's device count (as
+    `place_chunk` pads it on one process), and split by rows over the devices
+    (`NamedSharding(mesh, P(DATA_AXIS))`); `start:stop` is the block of the padded rows that
+    this process's devices hold (`training.process_block`). Rows from `rows` on are padding:
+    only `start:min(stop, rows)` are read from disk.
+    """
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jaxlinear.training import DATA_AXIS, process_block
+
+    padded = rows + -rows % mesh.devices.size
+    start, stop = process_block(NamedSharding(mesh, P(DATA_AXIS)), (padded,))
+    return start, stop, padded
+
+
+def place_chunk_block(
+    x: np.ndarray, y: np.ndarray, plan: ChunkPlan, mesh, rows: int, start: int, stop: int
+) -> tuple[Any, Any]:
+    """This process's block of a chunk, `x: [real, in]`, `y: [real, out]` (its standardised
+    rows `start:min(stop, rows)`, see `chunk_block`), made into the global chunk arrays of a
+    multi-process mesh with `jax.make_array_from_process_local_data`: the same arrays
+    `place_chunk` makes on one process from the whole chunk, no process sending rows to
+    another.
+
+    Zero rows fill the block up to `stop` where it runs past the chunk's `rows`. For a
+    whole-chunk batch (`plan.batches` empty) on a padded chunk, `y` becomes `WeightedTargets`
+    whose padding rows weigh 0 and real rows `(rows + pad) / rows` in float32, as
+    `training.place_batches` weighs them; mini-batches never index the padding.
+    """
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jaxlinear.training import DATA_AXIS, WeightedTargets
+
+    padded = rows + -rows % mesh.devices.size
+    fill = (stop - start) - len(x)
+    if fill:
+        x = np.concatenate([x, np.zeros((fill, x.shape[1]), x.dtype)])
+        y = np.concatenate([y, np.zeros((fill, y.shape[1]), y.dtype)])
+    if padded > rows and plan.batches.shape[1] == 0:
+        real = np.arange(start, stop) < rows
+        y = WeightedTargets(y, np.where(real, np.float32(padded / rows), np.float32(0)))
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    return jax.tree.map(
+        lambda values: jax.make_array_from_process_local_data(
+            sharding, values, (padded, *values.shape[1:])
+        ),
+        (x, y),
+    )
+
+
+def _gather(x, y, indices, weights):
+    """Rows `indices` of the placed `x`, `y`, split over the mesh set with `jax.set_mesh`;
+    `y` weighted by `weights` unless they are `None` (see `rest_batch`)."""
+    from jaxlinear.training import WeightedTargets, split_batch
+
+    x, y = x[indices], y[indices]
+    return split_batch((x, y if weights is None else WeightedTargets(y, weights)))
+
+
+_gathered = None  # `jax.jit(_gather)`, made on first use: this module does not import jax
+
+
+def rest_batch(x, y, rest: np.ndarray, devices: int) -> tuple[Any, Any]:
+    """A chunk's rest batch (`plan.rest`, any number of rows) gathered on the devices from
+    the placed chunk `x`, `y` (rows split over the mesh, possibly over several processes),
+    for one step on all its rows (`take_batch` with empty indices).
+
+    The indices are padded to a multiple of `devices` with row 0, which weighs 0 in
+    `WeightedTargets`, the real rows weighing `(n + pad) / n`: the step's loss is the mean
+    over the real rest rows, as for `place_chunk`'s rest batch on one process, which cannot
+    be gathered on the host when each process holds only its block. Run inside
+    `jax.set_mesh(mesh)`; every process calls it with the same `rest`.
+    """
+    global _gathered
+    import jax
+
+    if _gathered is None:
+        _gathered = jax.jit(_gather)
+    n = len(rest)
+    pad = -n % devices
+    indices = np.concatenate([rest, np.zeros(pad, rest.dtype)])
+    weights = None
+    if pad:
+        weights = np.where(np.arange(n + pad) < n, np.float32((n + pad) / n), np.float32(0))
+    return _gathered(x, y, indices, weights)
+
+
 @dataclasses.dataclass
 class StreamFit:
-    """`training.FitResult` of a streamed run, and the wall time of each epoch (seconds,
-    chunk reading included; the first epoch also compiles)."""
+    """`training.FitResult` of a streamed run, the wall time of each epoch (seconds, chunk
+    reading included; the first epoch also compiles), and how many chunk rows this process
+    read from disk for training over all its epochs (on a multi-process mesh: its blocks
+    only; the statistics pass is not counted)."""
 
     fit: Any
     epoch_seconds: list[float]
+    rows_read: int = 0
 
 
 def _prefetched(load: Callable[[int], Any], indices: list[int]) -> Iterator[Any]:
@@ -668,11 +908,14 @@ def fit_stream(
       start, checkpoint_every, on_checkpoint: resume and checkpoints at epoch boundaries, as
         for `training.fit`; a resumed run ends bitwise where the uninterrupted one does.
       require_progress: raise `TrainingFailed` if the run ends above its starting objective.
-      mesh: train data-parallel over this one-process mesh (from `training.data_mesh`), as
-        `training.fit` does: the library's `shard` places its training object replicated,
-        the loader thread places each chunk's rows over the devices (`place_chunk`), and
-        the steps run under `jax.set_mesh(mesh)`, where every batch is split along the
-        data axis. `None`: one device.
+      mesh: train data-parallel over this mesh, as `training.fit` does: the library's
+        `shard` places its training object replicated, the loader thread places each
+        chunk's rows over the devices, and the steps run under `jax.set_mesh(mesh)`, where
+        every batch is split along the data axis. `None`: one device. On a one-process
+        mesh (`training.data_mesh`) the loader reads the whole chunk (`place_chunk`); on a
+        mesh over several processes (`jax.distributed`) each process reads from disk only
+        its block of each chunk (`chunk_block`, `place_chunk_block`), and rest batches are
+        gathered on the devices (`rest_batch`). Every process passes the same `stats`.
 
     Sizes that do not divide the device count (with `mesh`): a mini-batch size must be a
     multiple of it (`ConfigError`, as in memory); a whole-chunk batch and a chunk's rest
@@ -695,9 +938,8 @@ def fit_stream(
     if checkpoint_every is not None:
         driver._check_positive_int("checkpoint_every", checkpoint_every)
     chunk_rows = data.chunk_rows
+    several = mesh is not None and mesh.is_multi_process
     if mesh is not None:
-        if mesh.is_multi_process:
-            raise ConfigError("mesh", "spans several processes; streamed training runs in one")
         check_batch_split(chunk_rows, stats.train_chunks, config.batch_size, mesh.devices.size)
     steps = steps_per_epoch(chunk_rows, stats.train_chunks, config.batch_size)
     optimizer = driver.make_optimizer(config, stats.n_train, total_steps=config.epochs * steps)
@@ -706,7 +948,10 @@ def fit_stream(
     if start is not None:
         first_epoch = driver._resume_epoch(start, library.NAME, steps, config.epochs)
         static, fresh = library.split(training)
-        training = library.merge(static, driver._with_leaves_of(start.arrays, fresh))
+        saved = start.arrays
+        if several:  # as in `training.fit`: a checkpoint's arrays sit on this process's device
+            saved = jax.tree.map(lambda leaf: jax.numpy.asarray(np.asarray(leaf)), saved)
+        training = library.merge(static, driver._with_leaves_of(saved, fresh))
     initial_objective = stats.objective(library.to_canonical(library.model_of(training)), config.l2)
     if mesh is not None:
         training = library.shard(training, mesh)
@@ -714,15 +959,24 @@ def fit_stream(
     state = drive.state
 
     def load(epoch: int, chunk: int):
-        """`(plan, (x, y), rest)`: the chunk's batches, its rows on the device(s), and on a
-        mesh its rest batch placed on its own (`None` when the rows are gathered from x, y)."""
+        """`(plan, (x, y), rest, rows_read)`: the chunk's batches, its rows on the device(s),
+        on a one-process mesh its rest batch placed on its own (`None` when the rows are
+        gathered from x, y, or on several processes by `rest_batch`), and the rows read."""
+        rows = chunk_rows[chunk]
+        plan = chunk_plan(rows, config.batch_size, config.seed, epoch, chunk)
+        if several:  # this process's block of the chunk only, read and placed
+            start, stop, _ = chunk_block(rows, mesh)
+            low, high = min(start, rows), min(stop, rows)
+            raw = data.raw_chunk(chunk, check=False, start=low, stop=high)
+            read = len(raw[0])  # counted as read from disk, the proof of the shares (tests)
+            x, y = standardise(stats.scaling, *raw)
+            return plan, place_chunk_block(x, y, plan, mesh, rows, start, stop), None, read
         x, y = standardise(stats.scaling, *data.raw_chunk(chunk, check=False))
-        plan = chunk_plan(chunk_rows[chunk], config.batch_size, config.seed, epoch, chunk)
         if mesh is None:
-            return plan, (jax.device_put(x), jax.device_put(y)), None
-        return plan, *place_chunk(x, y, plan, mesh)
+            return plan, (jax.device_put(x), jax.device_put(y)), None, rows
+        return plan, *place_chunk(x, y, plan, mesh), rows
 
-    all_losses, epoch_seconds, first_call = [], [], None
+    all_losses, epoch_seconds, first_call, rows_read = [], [], None, 0
     steady_seconds, steady_steps = 0.0, 0
     whole = np.zeros((1, 0), np.int32)  # indices meaning "every row" (`take_batch`)
     # Under the mesh every batch is split over its devices (`training.take_batch`).
@@ -732,12 +986,16 @@ def fit_stream(
             order = chunk_order(stats.train_chunks, config.seed, epoch)
             losses = []
             chunks = _prefetched(lambda chunk, epoch=epoch: load(epoch, chunk), order)
-            for done, (plan, (x, y), rest) in enumerate(chunks, 1):
+            for done, (plan, (x, y), rest, read) in enumerate(chunks, 1):
+                rows_read += read
                 call_began = time.perf_counter()
                 state, chunk_losses = drive.run(state, x, y, plan.batches)
                 chunk_losses = list(np.asarray(chunk_losses).reshape(-1))
                 if len(plan.rest):
-                    if rest is None:
+                    if several:  # gathered on the devices, in the same order everywhere
+                        rest = rest_batch(x, y, plan.rest, mesh.devices.size)
+                        state, rest_losses = drive.run(state, *rest, whole)
+                    elif rest is None:
                         state, rest_losses = drive.run(state, x, y, plan.rest[None])
                     else:  # placed apart, padded (`place_chunk`): all its rows, weighted
                         state, rest_losses = drive.run(state, *rest, whole)
@@ -789,4 +1047,4 @@ def fit_stream(
         compile_seconds=first_call or 0.0,
         ms_per_step=ms_per_step,
     )
-    return StreamFit(fit, epoch_seconds)
+    return StreamFit(fit, epoch_seconds, rows_read)

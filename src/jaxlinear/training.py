@@ -254,10 +254,24 @@ def process_rows(values, sharding: NamedSharding) -> jax.Array:
     `[n, ...]` array without any process sending its rows to another.
     """
     values = np.asarray(values)
-    blocks = sharding.addressable_devices_indices_map(values.shape).values()
-    start = min(block[0].start or 0 for block in blocks)
-    stop = max(len(values) if block[0].stop is None else block[0].stop for block in blocks)
+    start, stop = process_block(sharding, values.shape)
     return jax.make_array_from_process_local_data(sharding, values[start:stop], values.shape)
+
+
+def process_block(sharding: NamedSharding, shape: tuple[int, ...]) -> tuple[int, int]:
+    """`(start, stop)`: the rows of a `shape` array split by `sharding` (rows over its mesh's
+    data axis) that this process's devices hold, one contiguous block.
+
+    Raises:
+      ValueError: the devices' rows are not one block (a mesh that interleaves processes).
+    """
+    blocks = sharding.addressable_devices_indices_map(tuple(shape)).values()
+    starts = {block[0].start or 0 for block in blocks}
+    stops = {shape[0] if block[0].stop is None else block[0].stop for block in blocks}
+    start, stop = min(starts), max(stops)
+    if sum(b - a for a, b in zip(sorted(starts), sorted(stops), strict=True)) != stop - start:
+        raise ValueError(f"this process's rows of {shape} are not one block: {sorted(starts)}")
+    return start, stop
 
 
 def check_batch_split(batch_size: int | None, n_examples: int, devices: int) -> None:
