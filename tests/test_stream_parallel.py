@@ -76,18 +76,17 @@ def test_chunks_are_split_over_the_devices_and_odd_batches_padded_with_zero_weig
     # (mini-batches never pick the padding).
     assert layout["rows_shards"] == [[13, 5]]
     assert layout["rows_targets_plain"]
-    # Its rest batch of 4 rows: the same rows, padded to 8 (1 a device), the real ones
-    # weighing 8/4, the padding 0.
+    # Its rest batch of 4 rows, gathered on the devices: the same rows, padded to 8 (1 a
+    # device), the real ones weighing 8/4, the padding 0.
     assert layout["rest_rows"] == 8
     assert layout["rest_shards"] == [[1, 5]]
     assert layout["rest_weights"] == [2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]
     assert layout["rest_x_equal"]
     # The chunk as one whole batch: 104 rows, the real 100 weighing 104/100 each, the 4
-    # padding rows 0; no rest batch.
+    # padding rows 0.
     whole = layout["whole_weights"]
     assert whole is not None and len(whole) == 104
     assert sum(whole) == pytest.approx(104, rel=1e-6) and whole[100:] == [0.0] * 4
-    assert layout["whole_no_rest"]
 
 
 @pytest.mark.slow

@@ -731,29 +731,20 @@ def check_batch_split(
 
 def place_chunk(x: np.ndarray, y: np.ndarray, plan: ChunkPlan, mesh) -> tuple[Any, Any]:
     """One chunk's standardised rows, `x: [rows, in]` and `y: [rows, out]`, placed for
-    data-parallel steps over `mesh`: returns `((x, y), rest)`, device arrays whose rows are
-    split over the mesh's data axis.
+    data-parallel steps over a one-process `mesh`: device arrays whose rows are split over
+    the mesh's data axis.
 
-    `(x, y)` is what `plan.batches` index, placed by `training.place_batches`: zero rows are
-    appended up to a multiple of the device count (a device array's rows must split evenly).
-    Mini-batches are drawn from the real rows only. A whole-chunk batch (`plan.batches` empty)
-    takes every row, so its `y` becomes `WeightedTargets` whose padding rows weigh 0 and real
-    rows `(rows + pad) / rows`: the weighted mean over all rows is the mean over the real ones.
-
-    `rest` is the chunk's left-over batch (`plan.rest`, `rows % batch_size` rows, any number),
-    gathered here on the host and placed on its own the same way as a whole, padded and
-    weighted batch; `None` when there is none. (Gathered from the placed chunk instead, its
-    rows could not split evenly over the devices.)
+    Placed by `training.place_batches`: zero rows are appended up to a multiple of the device
+    count (a device array's rows must split evenly). Mini-batches, and the chunk's rest batch
+    (`rest_batch`), are drawn from the real rows only. A whole-chunk batch (`plan.batches`
+    empty) takes every row, so its `y` becomes `WeightedTargets` whose padding rows weigh 0
+    and real rows `(rows + pad) / rows`: the weighted mean over all rows is the mean over the
+    real ones.
     """
     from jaxlinear.training import place_batches
 
-    whole = TrainConfig()  # batch_size None: every row in one batch
     batch_size = plan.batches.shape[1] or None
-    rows = place_batches(x, y, dataclasses.replace(whole, batch_size=batch_size), mesh)[:2]
-    rest = None
-    if len(plan.rest):
-        rest = place_batches(x[plan.rest], y[plan.rest], whole, mesh)[:2]
-    return rows, rest
+    return place_batches(x, y, TrainConfig(batch_size=batch_size), mesh)[:2]
 
 
 def chunk_block(rows: int, mesh) -> tuple[int, int, int]:
@@ -832,9 +823,10 @@ def rest_batch(x, y, rest: np.ndarray, devices: int) -> tuple[Any, Any]:
 
     The indices are padded to a multiple of `devices` with row 0, which weighs 0 in
     `WeightedTargets`, the real rows weighing `(n + pad) / n`: the step's loss is the mean
-    over the real rest rows, as for `place_chunk`'s rest batch on one process, which cannot
-    be gathered on the host when each process holds only its block. Run inside
-    `jax.set_mesh(mesh)`; every process calls it with the same `rest`.
+    over the real rest rows, as on one device. Gathered on the devices, not on the host,
+    because over several processes each holds only its block of the chunk; the same way on
+    one process. Run inside `jax.set_mesh(mesh)`; every process calls it with the same
+    `rest`.
     """
     global _gathered
     import jax
@@ -914,14 +906,15 @@ def fit_stream(
         every batch is split along the data axis. `None`: one device. On a one-process
         mesh (`training.data_mesh`) the loader reads the whole chunk (`place_chunk`); on a
         mesh over several processes (`jax.distributed`) each process reads from disk only
-        its block of each chunk (`chunk_block`, `place_chunk_block`), and rest batches are
-        gathered on the devices (`rest_batch`). Every process passes the same `stats`.
+        its block of each chunk (`chunk_block`, `place_chunk_block`). On either, a chunk's
+        rest batch is gathered on the devices (`rest_batch`). Every process passes the same
+        `stats`.
 
     Sizes that do not divide the device count (with `mesh`): a mini-batch size must be a
     multiple of it (`ConfigError`, as in memory); a whole-chunk batch and a chunk's rest
     batch of any size are padded with zero rows that weigh 0, their real rows weighing
     `(rows + pad) / rows`, so each step's loss and gradient are the mean over its real rows,
-    as on one device (see `place_chunk`).
+    as on one device (see `place_chunk` and `rest_batch`).
 
     Raises:
       ConfigError: an invalid setting, a `start` that does not fit, or (with `mesh`) a
@@ -959,9 +952,8 @@ def fit_stream(
     state = drive.state
 
     def load(epoch: int, chunk: int):
-        """`(plan, (x, y), rest, rows_read)`: the chunk's batches, its rows on the device(s),
-        on a one-process mesh its rest batch placed on its own (`None` when the rows are
-        gathered from x, y, or on several processes by `rest_batch`), and the rows read."""
+        """`(plan, (x, y), rows_read)`: the chunk's batches, its rows on the device(s), and
+        the rows read."""
         rows = chunk_rows[chunk]
         plan = chunk_plan(rows, config.batch_size, config.seed, epoch, chunk)
         if several:  # this process's block of the chunk only, read and placed
@@ -970,11 +962,11 @@ def fit_stream(
             raw = data.raw_chunk(chunk, check=False, start=low, stop=high)
             read = len(raw[0])  # counted as read from disk, the proof of the shares (tests)
             x, y = standardise(stats.scaling, *raw)
-            return plan, place_chunk_block(x, y, plan, mesh, rows, start, stop), None, read
+            return plan, place_chunk_block(x, y, plan, mesh, rows, start, stop), read
         x, y = standardise(stats.scaling, *data.raw_chunk(chunk, check=False))
         if mesh is None:
-            return plan, (jax.device_put(x), jax.device_put(y)), None, rows
-        return plan, *place_chunk(x, y, plan, mesh), rows
+            return plan, (jax.device_put(x), jax.device_put(y)), rows
+        return plan, place_chunk(x, y, plan, mesh), rows
 
     all_losses, epoch_seconds, first_call, rows_read = [], [], None, 0
     steady_seconds, steady_steps = 0.0, 0
@@ -986,18 +978,16 @@ def fit_stream(
             order = chunk_order(stats.train_chunks, config.seed, epoch)
             losses = []
             chunks = _prefetched(lambda chunk, epoch=epoch: load(epoch, chunk), order)
-            for done, (plan, (x, y), rest, read) in enumerate(chunks, 1):
+            for done, (plan, (x, y), read) in enumerate(chunks, 1):
                 rows_read += read
                 call_began = time.perf_counter()
                 state, chunk_losses = drive.run(state, x, y, plan.batches)
                 chunk_losses = list(np.asarray(chunk_losses).reshape(-1))
                 if len(plan.rest):
-                    if several:  # gathered on the devices, in the same order everywhere
-                        rest = rest_batch(x, y, plan.rest, mesh.devices.size)
-                        state, rest_losses = drive.run(state, *rest, whole)
-                    elif rest is None:
+                    if mesh is None:
                         state, rest_losses = drive.run(state, x, y, plan.rest[None])
-                    else:  # placed apart, padded (`place_chunk`): all its rows, weighted
+                    else:  # gathered on the devices, padded, weighted (`rest_batch`)
+                        rest = rest_batch(x, y, plan.rest, mesh.devices.size)
                         state, rest_losses = drive.run(state, *rest, whole)
                     chunk_losses += list(np.asarray(rest_losses).reshape(-1))
                 seconds = time.perf_counter() - call_began
