@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from eight_devices import difference_row, flat
 from jaxlinear import _device_layout, _views, cli, training
 from jaxlinear._config import TrainConfig
 from jaxlinear._registry import LIBRARY_NAMES, get_library
@@ -24,10 +25,6 @@ from jaxlinear._registry import LIBRARY_NAMES, get_library
 DEVICES = 8
 N, IN, OUT = 100, 5, 2  # 100 rows: not a multiple of 8, so full batches are padded
 BATCHES = {"mini": 24, "full": None}  # 24 = 3 rows on each of the 8 devices
-
-
-def flat(weights) -> np.ndarray:
-    return np.concatenate([weights.weight.ravel(), weights.bias.ravel()])
 
 
 def equality(x, y, mesh) -> list[dict]:
@@ -49,16 +46,7 @@ def equality(x, y, mesh) -> list[dict]:
                 )
                 one = flat(library.to_canonical(library.fit(model, x, y, config).model))
                 many = flat(library.to_canonical(library.fit(model, x, y, config, mesh=mesh).model))
-                scale = np.abs(one).max()
-                rows.append(
-                    {
-                        "library": name,
-                        "mode": mode,
-                        "batch": batch,
-                        "relative_difference": float(np.abs(many - one).max() / scale),
-                        "relative_change": float(np.abs(one - initial).max() / scale),
-                    }
-                )
+                rows.append(difference_row(name, mode, batch, one, many, initial))
     return rows
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from eight_devices import difference_row, flat
 from jaxlinear import cli, training
 from jaxlinear._config import TrainConfig
 from jaxlinear._registry import LIBRARY_NAMES, get_library
@@ -51,10 +52,6 @@ CASES += [("nnx", "fused", "mixed"), ("linen", "fast", "mini"), ("equinox", "idi
 RESUMED = ("penzai",)  # tests/data_parallel_check.py resumes all four sharded in memory
 
 
-def flat(weights) -> np.ndarray:
-    return np.concatenate([np.ravel(weights.weight), np.ravel(weights.bias)])
-
-
 def equality(data, stats, mesh) -> list[dict]:
     initial = initial_weights(IN, OUT, seed=0)
     rows = []
@@ -72,16 +69,7 @@ def equality(data, stats, mesh) -> list[dict]:
         one = flat(library.to_canonical(fit_stream(library, start, data, stats, config).fit.model))
         many = fit_stream(library, start, data, stats, config, mesh=mesh).fit.model
         many = flat(library.to_canonical(many))
-        scale = np.abs(one).max()
-        rows.append(
-            {
-                "library": name,
-                "mode": mode,
-                "batch": batch,
-                "relative_difference": float(np.abs(many - one).max() / scale),
-                "relative_change": float(np.abs(one - flat(initial)).max() / scale),
-            }
-        )
+        rows.append(difference_row(name, mode, batch, one, many, flat(initial)))
     return rows
 
 

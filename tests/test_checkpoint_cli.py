@@ -1,17 +1,12 @@
 """`train --save/--checkpoint-every/--resume`, `predict` and `show --load` as users meet them,
 and a training process killed with SIGKILL that resumes to the same weights, bit for bit."""
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
-import jax
 import numpy as np
 import pytest
 
+from cli_run import kill_after_first_checkpoint, resume_ends_as_uninterrupted
 from cli_run import run_cli as _run
 from jaxlinear import LIBRARY_NAMES, load_checkpoint
 from jaxlinear.cli import main
@@ -153,37 +148,13 @@ def test_a_killed_run_resumes_to_the_same_weights(capsys, tmp_path, library):
     settings = ["--library", library, *QUICK, "--step-mode", KILL_CASES[library]]
     settings += ["--checkpoint-every", "1", "--keep", "2"]
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jaxlinear.cli", "train", *settings, "--save", str(killed)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "JAXLINEAR_CACHE_DIR": ""},
-    )
-    deadline = time.monotonic() + 120
-    while not (killed.is_dir() and any(p.name.startswith("epoch-") for p in killed.iterdir())):
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
-    assert not (killed / "epoch-000012").exists(), "killed before the end"
+    kill_after_first_checkpoint(settings, killed, last_epoch=12)
 
-    code, _, stderr = _run(capsys, "train", *settings, "--resume", killed)
-    assert code == 0, stderr
-    whole = tmp_path / "whole"
-    code, _, stderr = _run(capsys, "train", *settings, "--save", whole)
-    assert code == 0, stderr
-
-    resumed, uninterrupted = load_checkpoint(killed), load_checkpoint(whole)
-    assert resumed.epoch == uninterrupted.epoch == 12
     # Bitwise: the parameters and the whole optimizer state.
-    leaves = jax.tree.leaves(resumed.state.arrays)
-    expected = jax.tree.leaves(uninterrupted.state.arrays)
-    assert len(leaves) == len(expected)
-    for found, wanted in zip(leaves, expected, strict=True):
-        np.testing.assert_array_equal(np.asarray(found), np.asarray(wanted))
+    resumed, uninterrupted = resume_ends_as_uninterrupted(
+        capsys, settings, settings, killed, tmp_path / "whole"
+    )
+    assert resumed.epoch == 12
     np.testing.assert_array_equal(resumed.weights.weight, uninterrupted.weights.weight)
     np.testing.assert_array_equal(resumed.weights.bias, uninterrupted.weights.bias)
     assert sorted(p.name for p in killed.iterdir()) == ["epoch-000011", "epoch-000012"]

@@ -104,18 +104,17 @@ def _close(a: np.ndarray, b: np.ndarray) -> float:
 LIBRARIES = ("linen", "nnx", "equinox", "penzai")
 
 
-@pytest.mark.parametrize("batch", ["32", "full"])
-def test_two_processes_train_to_the_weights_of_one(tmp_path, batch):
-    args = ["compare", "--libraries", ",".join(LIBRARIES), "--epochs", 5, "--optimizer", "sgd"]
-    args += ["--quiet"] + (["--batch-size", batch] if batch != "full" else [])
+def _two_processes_match_one(args, tmp_path: Path) -> list[subprocess.CompletedProcess]:
+    """Runs `jaxlinear *args` (a `compare` of every library) in one process, with `--json
+    tmp_path/one.json`, and in two, with `--json tmp_path/two.json`; checks that all exit 0,
+    that process 0 alone prints the table, and that every library's weights of the two
+    processes are those of the one within RTOL (and not trivially: not the exact solution).
+    Returns the two processes' results."""
     single = _one_process([*args, "--json", tmp_path / "one.json"])
     assert single.returncode == 0, single.stderr
     both = _two_processes([*args, "--json", tmp_path / "two.json"], tmp_path / "run")
     assert [result.returncode for result in both] == [0, 0], both[0].stderr + both[1].stderr
-    # Process 0 prints the table and writes the outputs; process 1 prints nothing, and gloo's
-    # connection line is on stderr, not mixed into the results.
     assert "test MSE" in both[0].stdout and both[1].stdout == ""
-    assert "[Gloo]" not in both[0].stdout
     assert json.loads((tmp_path / "two.json").read_text())["settings"]["devices"] == 2
     for library in LIBRARIES:
         one, two = (
@@ -124,6 +123,17 @@ def test_two_processes_train_to_the_weights_of_one(tmp_path, batch):
         )
         assert _close(two, one) < RTOL, library
         assert _close(two, _weights(tmp_path / "two.json", "exact")) > 1e-3  # not trivially
+    return both
+
+
+@pytest.mark.parametrize("batch", ["32", "full"])
+def test_two_processes_train_to_the_weights_of_one(tmp_path, batch):
+    args = ["compare", "--libraries", ",".join(LIBRARIES), "--epochs", 5, "--optimizer", "sgd"]
+    args += ["--quiet"] + (["--batch-size", batch] if batch != "full" else [])
+    # Process 0 prints the table and writes the outputs; process 1 prints nothing, and gloo's
+    # connection line is on stderr, not mixed into the results.
+    both = _two_processes_match_one(args, tmp_path)
+    assert "[Gloo]" not in both[0].stdout
 
 
 ARGS = ["train", "--library", "nnx", "--epochs", 100, "--batch-size", 32, "--optimizer", "sgd"]

@@ -6,7 +6,6 @@ CPU devices must be asked for in XLA_FLAGS before jax is imported.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from jaxlinear._errors import ConfigError
 # tests/ has no __init__.py: put it on sys.path so the helper imports under both import modes.
 sys.path.insert(0, str(Path(__file__).parent))
 import browser
+from eight_devices import run_check
 
 CHECK = Path(__file__).with_name("data_parallel_check.py")
 # docs/scaling.md's picture, rewritten by the browser test with JAXLINEAR_UPDATE_SCREENSHOT=1.
@@ -41,20 +41,7 @@ def pages_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def eight_devices(pages_folder) -> dict:
-    environment = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAXLINEAR_CACHE_DIR": "",
-    }
-    result = subprocess.run(
-        [sys.executable, str(CHECK), str(pages_folder)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return run_check(CHECK, pages_folder)
 
 
 @pytest.mark.slow

@@ -4,17 +4,12 @@ streamed run's checkpoint, a resume that must repeat the run, and a streamed tra
 killed with SIGKILL that resumes to the same weights, bit for bit."""
 
 import hashlib
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
-import jax
 import numpy as np
 import pytest
 
+from cli_run import kill_after_first_checkpoint, resume_ends_as_uninterrupted
 from cli_run import run_cli as _run
 from jaxlinear import TrainConfig, get_library, load_checkpoint
 from jaxlinear._weights import initial_weights
@@ -172,37 +167,13 @@ def test_a_killed_streamed_run_resumes_to_the_same_weights(capsys, folder, tmp_p
     settings = [*SETTINGS[:2], "--epochs", "12", *SETTINGS[4:], "--data", str(folder)]
     periodic = ["--checkpoint-every", "1", "--keep", "2"]
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jaxlinear.cli", "train", *settings, *periodic, "--save", killed],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "JAXLINEAR_CACHE_DIR": ""},
+    kill_after_first_checkpoint([*settings, *periodic], killed, last_epoch=12)
+
+    # Compared, bitwise, with a run uninterrupted and without periodic checkpoints: a streamed
+    # run calls the same compiled programs on the same batches whatever --checkpoint-every
+    # (no epochs are grouped).
+    resumed, _ = resume_ends_as_uninterrupted(
+        capsys, [*settings, *periodic], settings, killed, tmp_path / "whole"
     )
-    deadline = time.monotonic() + 120
-    while not (killed.is_dir() and any(p.name.startswith("epoch-") for p in killed.iterdir())):
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
-    assert not (killed / "epoch-000012").exists(), "killed before the end"
-
-    code, _, stderr = _run(capsys, "train", *settings, *periodic, "--resume", killed)
-    assert code == 0, stderr
-    # Uninterrupted and without periodic checkpoints: a streamed run calls the same compiled
-    # programs on the same batches whatever --checkpoint-every (no epochs are grouped).
-    whole = tmp_path / "whole"
-    code, _, stderr = _run(capsys, "train", *settings, "--save", whole)
-    assert code == 0, stderr
-
-    resumed, uninterrupted = load_checkpoint(killed), load_checkpoint(whole)
-    assert resumed.epoch == uninterrupted.epoch == 12
-    # Bitwise: the parameters and the whole optimizer state.
-    leaves = jax.tree.leaves(resumed.state.arrays)
-    expected = jax.tree.leaves(uninterrupted.state.arrays)
-    assert len(leaves) == len(expected)
-    for found, wanted in zip(leaves, expected, strict=True):
-        np.testing.assert_array_equal(np.asarray(found), np.asarray(wanted))
+    assert resumed.epoch == 12
     assert sorted(p.name for p in killed.iterdir()) == ["epoch-000011", "epoch-000012"]

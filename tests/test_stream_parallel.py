@@ -7,13 +7,11 @@ CPU devices must be asked for in XLA_FLAGS before jax is imported.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from eight_devices import run_check
 
 CHECK = Path(__file__).with_name("stream_parallel_check.py")
 
@@ -28,20 +26,7 @@ LIBRARIES = ("linen", "nnx", "equinox", "penzai")
 
 @pytest.fixture(scope="module")
 def eight_devices() -> dict:
-    environment = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAXLINEAR_CACHE_DIR": "",
-    }
-    result = subprocess.run(
-        [sys.executable, str(CHECK)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return run_check(CHECK)
 
 
 @pytest.mark.slow

@@ -269,15 +269,7 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
         if checkpoints is not None:
             checkpoints.folder.discard()  # a run folder made for nothing goes
         raise
-    summary = {
-        "name": str(args.data),
-        "n_train": stats.n_train,
-        "n_test": stats.n_test,
-        "in_features": data.in_features,
-        "out_features": data.out_features,
-        "chunks": data.chunks,
-        "test_chunks": data.chunks - len(stats.train_chunks),
-    }
+    summary = dataset_summary(data, stats, name=str(args.data))
     if cluster is not None:  # what each process read: the proof of the shares
         summary["statistics_rows_read_per_process"] = _per_process(stats.rows_read)
         summary["training_rows_read_per_process"] = {
@@ -317,6 +309,20 @@ def train_streamed(args: argparse.Namespace, libraries: list[str], *, show_weigh
         print(f"checkpoint saved to {checkpoints.folder.commit(staged)}", file=sys.stderr)
     _console.warn_if_not_converged(comparison)
     return 0
+
+
+def dataset_summary(data, stats, *, name: str) -> dict:
+    """What `--json` and every checkpoint say of a data directory `data` and its split, from
+    its `statistics` `stats`; `name` is the directory as the user named it (or its path)."""
+    return {
+        "name": name,
+        "n_train": stats.n_train,
+        "n_test": stats.n_test,
+        "in_features": data.in_features,
+        "out_features": data.out_features,
+        "chunks": data.chunks,
+        "test_chunks": data.chunks - len(stats.train_chunks),
+    }
 
 
 def _refuse_unsupported(args: argparse.Namespace) -> None:
@@ -483,16 +489,8 @@ class _StreamCheckpoints:
 
     def record(self) -> dict:
         """What every checkpoint of the run records (`checkpoint.save_checkpoint`'s fields)."""
-        stats, data = self.stats, self.data
-        dataset = {
-            "name": str(data.path),
-            "n_train": stats.n_train,
-            "n_test": stats.n_test,
-            "in_features": data.in_features,
-            "out_features": data.out_features,
-            "chunks": data.chunks,
-            "test_chunks": data.chunks - len(stats.train_chunks),
-        }
+        stats = self.stats
+        dataset = dataset_summary(self.data, stats, name=str(self.data.path))
         return {
             "config": self.config,
             "scaling": stats.scaling,
